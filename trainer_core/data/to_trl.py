@@ -1,0 +1,206 @@
+"""Turn rows of a detected format into TRL's dataset types, checking each row as it goes.
+
+Output rows (what SFTTrainer / DPOTrainer take):
+  SFT, conversational:  {"messages": [{role, content}], "images": [...]}  or
+                        {"prompt": [user turns], "completion": [assistant turn], "images": [...]}
+  SFT, plain text:      {"prompt": str, "completion": str}  or  {"text": str}
+  DPO, conversational:  {"prompt": [turns], "chosen": [turn], "rejected": [turn], "images": [...]}
+  DPO, plain text:      {"prompt": str, "chosen": str, "rejected": str}
+Images are {"bytes", "path"} dicts that `datasets.Image` decodes lazily; TRL places them before the
+first user turn. Conversational output is used for VLMs and for tokenizers with a chat template.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainer_core.data.formats import Detected
+from trainer_core.data.problems import DataProblem
+
+ROLE_NAMES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "bot": "assistant",
+              "model": "assistant", "system": "system", "tool": "tool"}
+IMAGE_PLACEHOLDER = re.compile(r"\s*<image>\s*")
+
+
+@dataclass
+class Converted:
+    rows: list[dict[str, Any]]
+    # source row index of each output row
+    kept: list[int]
+    problems: list[DataProblem]
+    has_images: bool
+
+
+class _RowError(Exception):
+    def __init__(self, column: str | None, message: str):
+        self.column, self.message = column, message
+
+
+def _text(value: Any, column: str) -> str:
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        value = value[0]  # e.g. ChartQA's label: ["7"]
+    if value is None:
+        raise _RowError(column, "is empty")
+    if not isinstance(value, (str, int, float)):
+        raise _RowError(column, f"expected text, got {type(value).__name__}")
+    text = str(value)
+    if not text.strip():
+        raise _RowError(column, "is empty")
+    return text
+
+
+def _content_text(content: Any, column: str) -> tuple[str, int]:
+    """A turn's content as text, and how many images it referenced."""
+    if isinstance(content, str):
+        return IMAGE_PLACEHOLDER.sub(" ", content).strip(), content.count("<image>")
+    if isinstance(content, list):
+        texts, images = [], 0
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "image":
+                images += 1
+            elif isinstance(part, dict) and part.get("type") == "text":
+                texts.append(str(part.get("text") or ""))
+            else:
+                raise _RowError(column, f"content part {part!r} is neither {{type: text}} nor {{type: image}}")
+        return " ".join(t.strip() for t in texts).strip(), images
+    if content is None:
+        return "", 0
+    raise _RowError(column, f"turn content must be text or a list of parts, got {type(content).__name__}")
+
+
+def _turns(value: Any, column: str) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise _RowError(column, "expected a non-empty list of turns")
+    out = []
+    for i, turn in enumerate(value):
+        if not isinstance(turn, dict):
+            raise _RowError(column, f"turn {i} is not an object with role/content")
+        role = turn.get("role", turn.get("from"))
+        content = turn.get("content", turn.get("value"))
+        mapped = ROLE_NAMES.get(str(role).lower()) if role is not None else None
+        if mapped is None:
+            raise _RowError(column, f"turn {i} has role {role!r}; expected user/assistant/system "
+                                    "(or human/gpt in ShareGPT)")
+        text, _ = _content_text(content, column)
+        if not text and mapped == "assistant":
+            raise _RowError(column, f"turn {i} (assistant) is empty")
+        out.append({"role": mapped, "content": text})
+    return out
+
+
+def _images(value: Any, base_dir: Path | None, column: str) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, dict) and (item.get("bytes") or item.get("path")):
+            if item.get("bytes"):
+                out.append({"bytes": item["bytes"], "path": item.get("path")})
+                continue
+            item = item["path"]
+        if hasattr(item, "save") and hasattr(item, "size"):  # a PIL image from a hub dataset
+            import io
+
+            buf = io.BytesIO()
+            item.save(buf, format="PNG")
+            out.append({"bytes": buf.getvalue(), "path": None})
+            continue
+        if not isinstance(item, str) or not item.strip():
+            raise _RowError(column, f"expected an image path, got {type(item).__name__}")
+        p = Path(item).expanduser()
+        if not p.is_absolute() and base_dir is not None:
+            p = base_dir / p
+        if not p.is_file():
+            raise _RowError(column, f"image not found: {p}")
+        out.append({"bytes": None, "path": str(p)})
+    return out
+
+
+def _as_assistant(value: Any, column: str) -> list[dict[str, str]]:
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        turns = _turns(value, column)
+        if turns[-1]["role"] != "assistant":
+            raise _RowError(column, "the last turn must be the assistant's answer")
+        return turns
+    return [{"role": "assistant", "content": _text(value, column)}]
+
+
+def _convert_row(row: dict[str, Any], det: Detected, conversational: bool, base_dir: Path | None) -> dict:
+    m = det.mapping
+    fmt = det.format.name
+    out: dict[str, Any] = {}
+    if "images" in m:
+        out["images"] = _images(row.get(m["images"]), base_dir, m["images"])
+    system = row.get(m["system"]) if "system" in m else None
+    sys_turn = [{"role": "system", "content": str(system)}] if system else []
+
+    if fmt == "messages":
+        turns = _turns(row.get(m["messages"]), m["messages"])
+        if turns[-1]["role"] != "assistant":
+            raise _RowError(m["messages"], "the last turn is not the assistant's: there is no answer to learn")
+        if not conversational:
+            raise _RowError(m["messages"], "conversations need a chat template, and this tokenizer has none; "
+                                           "use prompt/completion data or a model with a chat template")
+        out["messages"] = turns
+    elif fmt == "text":
+        out["text"] = _text(row.get(m["text"]), m["text"])
+    elif det.format.task == "sft":
+        prompt = _text(row.get(m["prompt"]), m["prompt"])
+        if "input" in m and row.get(m["input"]):
+            prompt = f"{prompt}\n\n{row[m['input']]}"
+        prompt = IMAGE_PLACEHOLDER.sub(" ", prompt).strip()
+        completion = _text(row.get(m["completion"]), m["completion"])
+        if conversational:
+            out["prompt"] = [*sys_turn, {"role": "user", "content": prompt}]
+            out["completion"] = [{"role": "assistant", "content": completion}]
+        else:
+            out["prompt"], out["completion"] = prompt, completion
+    else:  # dpo
+        chosen = _as_assistant(row.get(m["chosen"]), m["chosen"])
+        rejected = _as_assistant(row.get(m["rejected"]), m["rejected"])
+        if "prompt" in m:
+            raw_prompt = row.get(m["prompt"])
+            if isinstance(raw_prompt, list):
+                prompt_turns = _turns(raw_prompt, m["prompt"])
+            else:
+                prompt_turns = [{"role": "user", "content": IMAGE_PLACEHOLDER.sub(" ", _text(raw_prompt, m["prompt"])).strip()}]
+            prompt_turns = [*sys_turn, *prompt_turns]
+        else:  # implicit prompt: the shared opening turns
+            n = 0
+            while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
+                n += 1
+            if n == 0:
+                raise _RowError(m["chosen"], "chosen and rejected share no opening turns, so there is no prompt")
+            prompt_turns, chosen, rejected = chosen[:n], chosen[n:], rejected[n:]
+        if chosen == rejected:
+            raise _RowError(m["rejected"], "chosen and rejected are identical: nothing to prefer")
+        if conversational:
+            out["prompt"], out["chosen"], out["rejected"] = prompt_turns, chosen[-1:], rejected[-1:]
+        else:
+            out["prompt"] = "\n\n".join(t["content"] for t in prompt_turns)
+            out["chosen"], out["rejected"] = chosen[-1]["content"], rejected[-1]["content"]
+    return out
+
+
+def convert_rows(rows: list[dict[str, Any]], det: Detected, *, conversational: bool, base_dir: Path | None,
+                 line_numbers: list[int] | None = None) -> Converted:
+    out, kept, problems = [], [], []
+    for i, row in enumerate(rows):
+        try:
+            out.append(_convert_row(row, det, conversational, base_dir))
+            kept.append(i)
+        except _RowError as err:
+            line = line_numbers[i] if line_numbers else None
+            problems.append(DataProblem(i, err.column, err.message, line=line))
+    has_images = any(r.get("images") for r in out)
+    if has_images:
+        for r in out:
+            r.setdefault("images", [])
+    else:
+        for r in out:
+            r.pop("images", None)
+    return Converted(out, kept, problems, has_images)

@@ -1,0 +1,142 @@
+"""The run directory: its layout, and the subscriber that records the event stream in it.
+
+<output_dir>/<name>-<YYYYmmdd-HHMMSS>/
+  preset.yaml      the resolved preset            summary.json   status, steps, final loss, ... (atomic)
+  metrics.jsonl    one object per step / eval     samples.jsonl  generations during training
+  events.jsonl     every other event              adapter/       PEFT adapter + processor (atomic)
+  checkpoints/     resumable trainer checkpoints
+Lines are flushed as they are written, so `vlmtune monitor` (and `tail -f`) can follow a live run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from trainer_core.atomic import atomic_write_json
+from trainer_core.events import (
+    EvalLogged,
+    Event,
+    RunFinished,
+    SampleGenerated,
+    StepLogged,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def preset(self) -> Path:
+        return self.root / "preset.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples.jsonl"
+
+    @property
+    def events(self) -> Path:
+        return self.root / "events.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def adapter(self) -> Path:
+        return self.root / "adapter"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+
+def new_run_dir(output_dir: str | Path, name: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(output_dir) / f"{name}-{stamp}"
+    path, n = base, 1
+    while path.exists():  # two runs started in the same second
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    path.mkdir(parents=True)
+    return path
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = [p for p in (run_dir / "checkpoints").glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()]
+    return max(ckpts, key=lambda p: int(p.name[11:]), default=None)
+
+
+def metrics_row(event: StepLogged) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "type": "train",
+        "step": event.step,
+        "max_steps": event.max_steps,
+        "epoch": event.epoch,
+        "loss": event.loss,
+        "learning_rate": event.learning_rate,
+        "grad_norm": event.grad_norm,
+        "samples_per_second": event.samples_per_second,
+        "tokens_per_second": event.tokens_per_second,
+        "elapsed": event.elapsed,
+        "time": event.time,
+    }
+    row.update({f"memory_{k}": v for k, v in dataclasses.asdict(event.memory).items() if v is not None})
+    row.update(event.extra)
+    return row
+
+
+class RunRecorder:
+    """Event subscriber that appends to the run's JSON Lines files (one open handle each)."""
+
+    def __init__(self, paths: RunPaths):
+        self.paths = paths
+        self._lock = threading.Lock()
+        self._files: dict[Path, IO[str]] = {}
+
+    def _append(self, path: Path, obj: dict[str, Any]) -> None:
+        with self._lock:
+            f = self._files.get(path)
+            if f is None:
+                f = self._files[path] = path.open("a", encoding="utf-8")
+            f.write(json.dumps(obj, default=str) + "\n")
+            f.flush()
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, StepLogged):
+            self._append(self.paths.metrics, metrics_row(event))
+        elif isinstance(event, EvalLogged):
+            self._append(self.paths.metrics, {"type": "eval", "step": event.step, "epoch": event.epoch,
+                                              "time": event.time, **event.metrics})
+        elif isinstance(event, SampleGenerated):
+            self._append(self.paths.samples, dataclasses.asdict(event))
+        else:
+            self._append(self.paths.events, event.to_dict())
+        if isinstance(event, RunFinished):
+            self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for f in self._files.values():
+                f.close()
+            self._files.clear()
+
+
+def write_summary(paths: RunPaths, summary: dict[str, Any]) -> None:
+    atomic_write_json(paths.summary, summary)
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None

@@ -1,0 +1,374 @@
+"""The engine: from a Preset to a trained adapter, through TRL, reporting everything as events.
+
+`run_training(preset, events, stop)` is the one entry point that the headless CLI, the TUI and the tests
+call. It never raises for a failed run: the result (and `summary.json`) says `failed` with a readable
+error, and the exception is kept on the result for `--debug`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer_core.atomic import atomic_write_dir, atomic_write_text
+from trainer_core.data.problems import DataError
+from trainer_core.events import (
+    CheckpointSaved,
+    EvalLogged,
+    EventStream,
+    LogMessage,
+    Memory,
+    RunFinished,
+    RunStarted,
+    SampleGenerated,
+    StepLogged,
+    StopSignal,
+)
+from trainer_core.loading import ModelLoadError
+from trainer_core.presets import Preset, PresetError
+from trainer_core.run_files import RunPaths, RunRecorder, latest_checkpoint, new_run_dir, read_summary, write_summary
+
+log = logging.getLogger(__name__)
+
+# Keys the Trainer logs that have their own field in StepLogged (or mean nothing per step).
+_STEP_KEYS = {"loss", "learning_rate", "grad_norm", "epoch", "num_input_tokens_seen", "step", "total_flos",
+              "train_tokens_per_second"}
+
+
+@dataclass
+class RunResult:
+    status: str  # completed | stopped | failed
+    run_dir: Path
+    steps: int = 0
+    final_loss: float | None = None
+    adapter: Path | None = None
+    error: str | None = None
+    exception: BaseException | None = field(default=None, repr=False)
+    traceback: str | None = field(default=None, repr=False)
+
+
+def world_info() -> tuple[int, int]:
+    """(rank, world size) as accelerate/torchrun set them; (0, 1) for a single process."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def memory_snapshot() -> Memory:
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return Memory(
+            device="cuda",
+            allocated=torch.cuda.memory_allocated(),
+            reserved=torch.cuda.memory_reserved(),
+            peak_allocated=torch.cuda.max_memory_allocated(),
+        )
+    import psutil
+
+    return Memory(device="cpu", rss=psutil.Process().memory_info().rss)
+
+
+def explain_error(exc: BaseException) -> str:
+    """One readable paragraph for a failure: what went wrong and what to try."""
+    if isinstance(exc, (PresetError, DataError, ModelLoadError)):
+        return str(exc)
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        return ("out of memory: the model, batch and sequence do not fit. Try, in order: "
+                "training.gradient_checkpointing: true, a smaller training.micro_batch_size (raise "
+                "gradient_accumulation_steps to keep the effective batch), a lower training.max_length, "
+                "quantization: 4bit (QLoRA), or a smaller lora.r. `vlmtune plan` estimates what fits. "
+                f"({str(exc).splitlines()[0][:200]})")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+class _EventLogHandler(logging.Handler):
+    """Library warnings (transformers, TRL, PEFT) become LogMessage events for the run's log."""
+
+    def __init__(self, events: EventStream):
+        super().__init__(level=logging.WARNING)
+        self.events = events
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.events.emit(LogMessage(level=record.levelname.lower(), message=record.getMessage()))
+        except Exception:  # a log line must never break training
+            pass
+
+
+_LIBRARY_LOGGERS = ("transformers", "trl", "peft", "accelerate", "py.warnings")
+
+
+def _make_callback(events: EventStream, stop: StopSignal, ctx: _RunContext):
+    from transformers import TrainerCallback
+
+    class EngineCallback(TrainerCallback):
+        """Turns Trainer hooks into engine events, and honours stop requests at step boundaries."""
+
+        def __init__(self) -> None:
+            self.start = time.perf_counter()
+            self.last_time = self.start
+            self.last_step = 0
+            self.last_tokens = 0
+            self.last_loss: float | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.start = self.last_time = time.perf_counter()
+            self.last_step = state.global_step
+            self.last_tokens = state.num_input_tokens_seen or 0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            logs = logs or {}
+            now = time.perf_counter()
+            if "loss" in logs:
+                steps = state.global_step - self.last_step
+                dt = now - self.last_time
+                tokens = (state.num_input_tokens_seen or 0) - self.last_tokens
+                sps = steps * ctx.samples_per_step / dt if dt > 0 and steps > 0 else None
+                tps = tokens / dt if dt > 0 and tokens > 0 else None
+                self.last_time, self.last_step = now, state.global_step
+                self.last_tokens = state.num_input_tokens_seen or 0
+                self.last_loss = float(logs["loss"])
+                extra = {k: float(v) for k, v in logs.items()
+                         if k not in _STEP_KEYS and isinstance(v, (int, float)) and not k.startswith("eval_")}
+                events.emit(StepLogged(
+                    step=state.global_step, max_steps=state.max_steps, epoch=float(state.epoch or 0.0),
+                    loss=self.last_loss, learning_rate=_num(logs.get("learning_rate")),
+                    grad_norm=_num(logs.get("grad_norm")), samples_per_second=sps, tokens_per_second=tps,
+                    elapsed=now - self.start, memory=memory_snapshot(), extra=extra,
+                ))
+            evals = {k: float(v) for k, v in logs.items() if k.startswith("eval_") and isinstance(v, (int, float))}
+            if evals:
+                events.emit(EvalLogged(step=state.global_step, epoch=float(state.epoch or 0.0), metrics=evals))
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            if stop.requested:
+                # The Trainer saves a checkpoint at this step, then leaves its loop.
+                control.should_save = True
+                control.should_training_stop = True
+                ctx.stopped = True
+            every = ctx.preset.samples.every_steps
+            if every and state.global_step % every == 0 and not stop.requested:
+                ctx.emit_samples(kwargs.get("model"), state.global_step)
+
+        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            events.emit(CheckpointSaved(step=state.global_step, path=str(path)))
+
+    return EngineCallback()
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+@dataclass
+class _RunContext:
+    preset: Preset
+    events: EventStream
+    processing_class: Any = None
+    is_vlm: bool = False
+    samples_per_step: int = 1
+    stopped: bool = False
+
+    def emit_samples(self, model: Any, step: int) -> None:
+        from trainer_core.chat import GenerationSettings, generate
+
+        settings = GenerationSettings(max_new_tokens=self.preset.samples.max_new_tokens)
+        for sp in self.preset.samples.prompts:
+            try:
+                out = generate(model, self.processing_class, self.is_vlm, sp.text,
+                               sp.image if self.is_vlm else None, settings)
+            except Exception as exc:  # a failed sample is a warning, never the end of the run
+                self.events.emit(LogMessage(level="warning", message=f"sample generation failed: {explain_error(exc)}"))
+                return
+            self.events.emit(SampleGenerated(step=step, prompt=sp.text, image=sp.image, output=out))
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total), counting 4-bit packed weights at their real size."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        if p.__class__.__name__ == "Params4bit":
+            n *= 2
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return trainable, total
+
+
+def _save_adapter(trainer: Any, processing_class: Any, target: Path) -> Path:
+    def fill(tmp: Path) -> None:
+        trainer.model.save_pretrained(str(tmp), safe_serialization=True)
+        processing_class.save_pretrained(str(tmp))
+
+    return atomic_write_dir(target, fill)
+
+
+def run_training(preset: Preset, *, events: EventStream | None = None, stop: StopSignal | None = None,
+                 resume: str | Path | None = None, run_dir: str | Path | None = None) -> RunResult:
+    """Train `preset`; `resume` continues a run directory from its newest checkpoint."""
+    events = events or EventStream()
+    stop = stop or StopSignal()
+    rank, world_size = world_info()
+    main = rank == 0
+
+    if resume is not None:
+        root = Path(resume)
+        if not root.is_dir():
+            raise FileNotFoundError(f"run directory not found: {root}")
+    elif run_dir is not None:
+        root = Path(run_dir)
+        root.mkdir(parents=True, exist_ok=True)
+    else:
+        root = new_run_dir(preset.output_dir, preset.name)
+    paths = RunPaths(root)
+    recorder = RunRecorder(paths) if main else None
+    unsubscribe = events.subscribe(recorder) if recorder else (lambda: None)
+    handler = _EventLogHandler(events)
+    for name in _LIBRARY_LOGGERS:
+        logging.getLogger(name).addHandler(handler)
+    logging.captureWarnings(True)
+
+    previous = read_summary(root) or {}
+    summary: dict[str, Any] = {
+        "status": "running", "name": preset.name, "task": preset.task, "model": preset.model.name_or_path,
+        "steps": previous.get("steps", 0), "final_loss": previous.get("final_loss"),
+        "trainable_params": None, "total_params": None, "world_size": world_size, "adapter": None,
+        "started": time.time(), "pid": os.getpid(),
+    }
+    ctx = _RunContext(preset, events)
+    trainer = None
+    try:
+        if main:
+            atomic_write_text(paths.preset, preset.to_yaml())
+            write_summary(paths, summary)
+        trainer, resume_ckpt, loaded = _build_trainer(preset, paths, events, stop, ctx, resume is not None)
+        trainable, total = count_parameters(trainer.model)
+        summary.update(trainable_params=trainable, total_params=total)
+        effective = preset.training.micro_batch_size * preset.training.gradient_accumulation_steps * world_size
+        events.emit(RunStarted(
+            run_dir=str(root), name=preset.name, task=preset.task, model=preset.model.name_or_path,
+            is_vlm=loaded.is_vlm, trainable_params=trainable, total_params=total,
+            max_steps=trainer.args.max_steps, world_size=world_size,
+            resumed_from_step=int(resume_ckpt.name.split("-")[-1]) if resume_ckpt else 0,
+            summary={
+                "precision": loaded.precision, "quantization": preset.quantization,
+                "lora": {"r": preset.lora.r, "alpha": preset.lora.alpha} if preset.lora.enabled else None,
+                "micro_batch_size": preset.training.micro_batch_size,
+                "gradient_accumulation_steps": preset.training.gradient_accumulation_steps,
+                "effective_batch": effective, "train_rows": len(trainer.train_dataset),
+                "eval_rows": len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
+            },
+        ))
+        if stop.requested:  # stopped while loading: nothing trained, nothing to save
+            ctx.stopped = True
+        else:
+            trainer.train(resume_from_checkpoint=str(resume_ckpt) if resume_ckpt else None)
+        state = trainer.state
+        steps = state.global_step
+        losses = [h["loss"] for h in state.log_history if "loss" in h]
+        final_loss = float(losses[-1]) if losses else summary.get("final_loss")
+        status = "stopped" if ctx.stopped else "completed"
+        adapter = None
+        if main and steps > 0:
+            target = paths.adapter if preset.lora.enabled else root / "model"
+            adapter = _save_adapter(trainer, loaded.processing_class, target)
+            if status == "completed" and preset.samples.prompts and not preset.samples.every_steps:
+                ctx.emit_samples(trainer.model, steps)
+        summary.update(status=status, steps=steps, final_loss=final_loss,
+                       adapter=str(adapter) if adapter else None, finished=time.time())
+        if main:
+            write_summary(paths, summary)
+        events.emit(RunFinished(status=status, run_dir=str(root), steps=steps, final_loss=final_loss,
+                                adapter=str(adapter) if adapter else None))
+        return RunResult(status, root, steps, final_loss, adapter)
+    except BaseException as exc:  # KeyboardInterrupt too: the run dir must say what happened
+        message = explain_error(exc)
+        steps = trainer.state.global_step if trainer is not None else summary.get("steps", 0)
+        summary.update(status="failed", error=message, steps=steps, finished=time.time())
+        tb = traceback.format_exc()
+        if main:
+            write_summary(paths, summary)
+            atomic_write_text(root / "error.txt", tb)
+        events.emit(RunFinished(status="failed", run_dir=str(root), steps=steps,
+                                final_loss=summary.get("final_loss"), adapter=None, error=message))
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        return RunResult("failed", root, steps, summary.get("final_loss"), None, message, exc, tb)
+    finally:
+        for name in _LIBRARY_LOGGERS:
+            logging.getLogger(name).removeHandler(handler)
+        logging.captureWarnings(False)
+        unsubscribe()
+        if recorder:
+            recorder.close()
+
+
+def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: StopSignal, ctx: _RunContext,
+                   resuming: bool):
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from trainer_core.data.prepare import prepare_dataset
+    from trainer_core.library_configs import lora_config, trainer_args
+    from trainer_core.loading import (
+        is_vision_config,
+        load_config,
+        load_model,
+        load_processing_class,
+        resolve_precision,
+    )
+    from trainer_core.lora_targets import auto_target_modules
+
+    m = preset.model
+    # Cheap checks first (config, tokenizer, data), so bad input fails before any weights load.
+    config = load_config(m.name_or_path, trust_remote_code=m.trust_remote_code, revision=m.revision)
+    is_vlm = is_vision_config(config)
+    precision = resolve_precision(preset.precision, preset.quantization)
+    processing_class, tokenizer = load_processing_class(
+        m.name_or_path, is_vlm, trust_remote_code=m.trust_remote_code, revision=m.revision)
+    data = prepare_dataset(preset.data, preset.task, conversational=bool(getattr(tokenizer, "chat_template", None)),
+                           is_vlm=is_vlm, seed=preset.training.seed)
+    if data.skipped:
+        events.emit(LogMessage(level="warning", message=f"skipped {len(data.skipped)} invalid rows "
+                                                         f"(data.skip_invalid): first: {data.skipped[0]}"))
+    resume_ckpt = None
+    if resuming:
+        resume_ckpt = latest_checkpoint(paths.root)
+        if resume_ckpt is None:
+            raise FileNotFoundError(f"{paths.root} has no checkpoint to resume from (checkpoints/ is empty)")
+    args = trainer_args(preset, checkpoints_dir=paths.checkpoints, precision=precision,
+                        has_eval=data.eval is not None)
+    loaded = load_model(m.name_or_path, precision=precision, quantization=preset.quantization,
+                        trust_remote_code=m.trust_remote_code, revision=m.revision,
+                        attn_implementation=m.attn_implementation)
+    loaded.processing_class, loaded.tokenizer = processing_class, tokenizer
+    peft_config = None
+    if preset.lora.enabled:
+        targets = preset.lora.target_modules
+        if targets == "auto":
+            targets = auto_target_modules(loaded.model, include_vision=preset.lora.train_vision_tower)
+        peft_config = lora_config(preset, targets)
+    ctx.processing_class, ctx.is_vlm = processing_class, is_vlm
+    _, world_size = world_info()
+    ctx.samples_per_step = preset.training.micro_batch_size * preset.training.gradient_accumulation_steps * world_size
+    if preset.task == "sft":
+        from trl import SFTTrainer as Trainer
+    else:
+        from trl import DPOTrainer as Trainer
+    trainer = Trainer(model=loaded.model, args=args, train_dataset=data.train, eval_dataset=data.eval,
+                      processing_class=processing_class, peft_config=peft_config)
+    # Our progress display and event stream replace the Trainer's printing (it would write behind a TUI).
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(_make_callback(events, stop, ctx))
+    return trainer, resume_ckpt, loaded
