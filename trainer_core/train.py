@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -97,7 +98,16 @@ class _EventLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.events.emit(LogMessage(level=record.levelname.lower(), message=record.getMessage()))
+            level, message = record.levelname.lower(), record.getMessage().strip()
+            if record.name == "py.warnings":
+                # "path:line: FutureWarning: text\n  source line" -> "FutureWarning: text"
+                match = re.search(r"(\w*Warning): (.*)", message)
+                if match:
+                    message = f"{match.group(1)}: {match.group(2)}"
+                    # Deprecations inside the libraries are not the user's to fix: keep them out of sight.
+                    if match.group(1) in ("FutureWarning", "DeprecationWarning"):
+                        level = "debug"
+            self.events.emit(LogMessage(level=level, message=message))
         except Exception:  # a log line must never break training
             pass
 

@@ -1,0 +1,233 @@
+"""`vlmtune` command line. Parsing imports nothing heavy: torch, transformers, TRL and PEFT load inside
+the commands that need them (importing them costs seconds), so `--help` and `--version` are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from trainer_core import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one paragraph, exit code 2."""
+
+
+def _quiet_libraries() -> None:
+    """Library progress bars and info logs would interleave with ours."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
+def _load_preset(path: str, overrides: list[str]):
+    from trainer_core.presets import load_preset
+
+    return load_preset(path, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from trainer_core.presets import load_preset
+
+    if args.preset is None and args.resume is None:
+        raise UserError("give a preset file (vlmtune train presets/NAME.yaml) or --resume RUN_DIR")
+    if args.resume is not None:
+        run_dir = Path(args.resume)
+        if not (run_dir / "preset.yaml").exists():
+            raise UserError(f"{run_dir} is not a vlmtune run directory (no preset.yaml in it)")
+        # The run's own resolved preset, unless another is given; --set still applies (e.g. more steps).
+        preset = load_preset(args.preset or run_dir / "preset.yaml", args.set)
+    else:
+        preset = load_preset(args.preset, args.set)
+    if not args.headless:
+        print("note: the live monitor is not built yet; training headless.", file=sys.stderr)
+    _quiet_libraries()
+    from trainer_core.console import ConsoleProgress
+    from trainer_core.events import EventStream, StopSignal
+    from trainer_core.train import run_training
+
+    events = EventStream()
+    events.subscribe(ConsoleProgress())
+    stop = StopSignal()
+    interrupts = {"n": 0}
+
+    def on_signal(signum, frame):  # noqa: ANN001
+        interrupts["n"] += 1
+        if interrupts["n"] > 1 and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C leaves at once
+        stop.request(f"signal {signal.Signals(signum).name}")
+        print("\nstopping at the end of this step (saving a checkpoint); Ctrl-C again to abort",
+              file=sys.stderr)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = run_training(preset, events=events, stop=stop, resume=args.resume, run_dir=args.run_dir)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    print(result.run_dir)
+    if result.status == "failed":
+        print(f"error: {result.error}", file=sys.stderr)
+        if args.debug and result.traceback:
+            print(result.traceback, file=sys.stderr)
+        elif result.traceback:
+            print(f"(the traceback is in {result.run_dir / 'error.txt'}; --debug prints it)", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    preset = _load_preset(args.preset, args.set)
+    print(preset.to_yaml() if args.show else f"{args.preset}: valid ({preset.task}, {preset.model.name_or_path})")
+    return EXIT_OK
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    if args.prompt is None:
+        raise UserError("the interactive chat pane is not built yet; give --prompt TEXT for one answer")
+    if args.image and not Path(args.image).is_file():
+        raise UserError(f"image not found: {args.image}")
+    _quiet_libraries()
+    from trainer_core.chat import GenerationSettings, generate, load_for_chat
+
+    loaded = load_for_chat(args.model, args.adapter, trust_remote_code=args.trust_remote_code)
+    if args.image and not loaded.is_vlm:
+        raise UserError("this is a text-only model: --image needs a vision-language model")
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+    print(generate(loaded.model, loaded.processing_class, loaded.is_vlm, args.prompt, args.image, settings))
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from trainer_core.export import export_merged
+
+    out = export_merged(args.run_dir, args.out, base_model=args.base_model, trust_remote_code=args.trust_remote_code)
+    print(out)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from trainer_core.demo import build_demo, demo_paths, is_built
+
+    root = Path(args.out)
+    paths = demo_paths(root)
+    if args.force or not is_built(root):
+        _quiet_libraries()
+        print(f"building the tiny demo in {paths.root} ...", file=sys.stderr)
+        build_demo(root)
+    else:
+        print(f"using the demo in {paths.root} (--force rebuilds it)", file=sys.stderr)
+    if not args.headless:
+        print(f"tiny demo ready in {paths.root}:\n"
+              f"  model       {paths.model}  (SmolVLM architecture, random init)\n"
+              f"  text model  {paths.text_model}\n"
+              f"  data        {paths.data}\n"
+              f"  presets     {', '.join(sorted(p.name for p in paths.presets.glob('*.yaml')))}\n"
+              f"train one:    vlmtune train {paths.presets / 'demo-sft.yaml'} --headless\n"
+              f"or all:       vlmtune demo --headless")
+        return EXIT_OK
+    code = EXIT_OK
+    for name in ("demo-sft", "demo-dpo"):
+        ns = argparse.Namespace(preset=str(paths.presets / f"{name}.yaml"), set=args.set, headless=True,
+                                resume=None, run_dir=None, debug=args.debug)
+        code = max(code, cmd_train(ns))
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vlmtune",
+        description="Fine-tune vision-language models and text LLMs (SFT, DPO, LoRA, QLoRA).",
+        epilog="Start with `vlmtune demo`: a tiny model and data that train on a CPU in seconds.",
+    )
+    parser.add_argument("--version", action="version", version=f"vlmtune {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add_set(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a preset field, e.g. --set training.max_steps=20 (repeatable)")
+
+    p = sub.add_parser("train", help="train from a preset")
+    p.add_argument("preset", nargs="?", help="preset YAML file")
+    add_set(p)
+    p.add_argument("--headless", action="store_true", help="progress bar instead of the live monitor")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
+    p.add_argument("--run-dir", help=argparse.SUPPRESS)  # fixed run folder (multi-process launches)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("check", help="validate a preset without training")
+    p.add_argument("preset")
+    add_set(p)
+    p.add_argument("--show", action="store_true", help="print the resolved preset")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("chat", help="ask a model (base or base + adapter) one question")
+    p.add_argument("--model", help="base model folder or hub id (default: the adapter's base)")
+    p.add_argument("--adapter", help="run directory or adapter folder")
+    p.add_argument("--prompt", help="the question")
+    p.add_argument("--image", help="an image file, for vision-language models")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("export", help="merge a run's LoRA adapter into the base model")
+    p.add_argument("run_dir", help="run directory or adapter folder")
+    p.add_argument("--out", required=True, help="folder for the merged model")
+    p.add_argument("--base-model", help="base model (default: the one the adapter names)")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("demo", help="build the tiny offline demo (model, data, presets)")
+    p.add_argument("--out", default="vlmtune-demo", help="folder (default: ./vlmtune-demo)")
+    p.add_argument("--headless", action="store_true", help="also train demo-sft and demo-dpo")
+    p.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    add_set(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
+    from trainer_core.data.problems import DataError
+    from trainer_core.presets import PresetError
+
+    try:
+        return args.func(args)
+    except (UserError, PresetError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the user gets one paragraph; --debug gives the traceback
+        if args.debug:
+            raise
+        from trainer_core.loading import ModelLoadError
+
+        if isinstance(exc, (ModelLoadError, FileNotFoundError, FileExistsError, ValueError)):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE if isinstance(exc, (FileNotFoundError, FileExistsError)) else EXIT_FAILED
+        print(f"error: {type(exc).__name__}: {exc} (--debug shows the traceback)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
