@@ -29,6 +29,13 @@ def _is_local(name_or_path: str) -> bool:
     return Path(name_or_path).expanduser().exists() or name_or_path.startswith((".", "/", "~"))
 
 
+def _offline_kwargs(name_or_path: str) -> dict[str, Any]:
+    """Without a reachable hub, read only the local cache: fails at once instead of retrying for minutes."""
+    from trainer_core.hub import hub_reachable
+
+    return {} if _is_local(name_or_path) or hub_reachable() else {"local_files_only": True}
+
+
 def _unreachable(name: str, exc: Exception) -> ModelLoadError:
     first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
     return ModelLoadError(
@@ -54,7 +61,8 @@ def load_config(name_or_path: str, *, trust_remote_code: bool = False, revision:
             raise ModelLoadError(f"{path} has no config.json, so it is not a Hugging Face model folder "
                                  "(it should hold config.json and *.safetensors)")
     try:
-        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
+        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision,
+                                          **_offline_kwargs(name_or_path))
     except ValueError as exc:
         if "trust_remote_code" in str(exc):
             raise ModelLoadError(
@@ -149,7 +157,8 @@ def load_processing_class(name_or_path: str, is_vlm: bool, *, trust_remote_code:
 
     loader = AutoProcessor if is_vlm else AutoTokenizer
     try:
-        proc = loader.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
+        proc = loader.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision,
+                                      **_offline_kwargs(name_or_path))
     except OSError as exc:
         if _is_local(name_or_path):
             raise ModelLoadError(f"could not load the {'processor' if is_vlm else 'tokenizer'} from "
@@ -178,6 +187,7 @@ def load_model(name_or_path: str, *, precision: str = "auto", quantization: str 
         "trust_remote_code": trust_remote_code,
         "revision": revision,
         "use_safetensors": True,
+        **_offline_kwargs(name_or_path),
         # Weights stay in the training precision: bf16/fp16 halve the memory of fp32.
         "dtype": torch_dtype(resolved),
     }

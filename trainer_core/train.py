@@ -157,12 +157,18 @@ def _make_callback(events: EventStream, stop: StopSignal, ctx: _RunContext):
             if evals:
                 events.emit(EvalLogged(step=state.global_step, epoch=float(state.epoch or 0.0), metrics=evals))
 
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
-            if stop.requested:
+            self._honour_stop(control)
+
+        def _honour_stop(self, control) -> None:  # noqa: ANN001
+            if stop.requested and not ctx.stopped:
                 # The Trainer saves a checkpoint at this step, then leaves its loop.
                 control.should_save = True
                 control.should_training_stop = True
                 ctx.stopped = True
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            # on_step_end runs before this step's on_log; a request made while logging is honoured there.
+            self._honour_stop(control)
             every = ctx.preset.samples.every_steps
             if every and state.global_step % every == 0 and not stop.requested:
                 ctx.emit_samples(kwargs.get("model"), state.global_step)
@@ -306,10 +312,13 @@ def run_training(preset: Preset, *, events: EventStream | None = None, stop: Sto
         message = explain_error(exc)
         steps = trainer.state.global_step if trainer is not None else summary.get("steps", 0)
         summary.update(status="failed", error=message, steps=steps, finished=time.time())
-        tb = traceback.format_exc()
+        # Errors the user can fix are explained in `message`; only surprises keep a traceback.
+        known = isinstance(exc, (PresetError, DataError, ModelLoadError, FileNotFoundError))
+        tb = None if known else traceback.format_exc()
         if main:
             write_summary(paths, summary)
-            atomic_write_text(root / "error.txt", tb)
+            if tb:
+                atomic_write_text(root / "error.txt", tb)
         events.emit(RunFinished(status="failed", run_dir=str(root), steps=steps,
                                 final_loss=summary.get("final_loss"), adapter=None, error=message))
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -356,8 +365,10 @@ def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: S
         resume_ckpt = latest_checkpoint(paths.root)
         if resume_ckpt is None:
             raise FileNotFoundError(f"{paths.root} has no checkpoint to resume from (checkpoints/ is empty)")
+    from trainer_core.loading import cuda_available
+
     args = trainer_args(preset, checkpoints_dir=paths.checkpoints, precision=precision,
-                        has_eval=data.eval is not None)
+                        has_eval=data.eval is not None, use_cpu=not cuda_available())
     loaded = load_model(m.name_or_path, precision=precision, quantization=preset.quantization,
                         trust_remote_code=m.trust_remote_code, revision=m.revision,
                         attn_implementation=m.attn_implementation)

@@ -122,8 +122,12 @@ def _looks_like_hub_id(text: str) -> bool:
 def _read_hub(repo_id: str, limit: int | None, subset: str | None, split: str) -> RawData:
     import datasets
 
+    from trainer_core.hub import hub_reachable
+
     sl = f"{split}[:{limit}]" if limit else split
     try:
+        if not hub_reachable():
+            raise ConnectionError("the hub is not reachable from this machine")
         ds = datasets.load_dataset(repo_id, subset, split=sl)
     except Exception as exc:  # connection errors come in many types across huggingface_hub versions
         raise DataError([DataProblem(None, None, f"could not reach the hub dataset {repo_id!r} "
