@@ -90,7 +90,7 @@ def _charts(data_dir: Path, n: int, rng: random.Random) -> list[Chart]:
     for i in range(n):
         k = rng.randint(3, 5)
         vals = rng.sample(range(1, 10), k)
-        values = dict(zip(LETTERS[:k], vals))
+        values = dict(zip(LETTERS[:k], vals, strict=True))
         rel = f"images/chart_{i:03d}.png"
         _draw_chart(values, data_dir / rel, rng)
         charts.append(Chart(values, rel))

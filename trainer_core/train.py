@@ -32,7 +32,14 @@ from trainer_core.events import (
 )
 from trainer_core.loading import ModelLoadError
 from trainer_core.presets import Preset, PresetError
-from trainer_core.run_files import RunPaths, RunRecorder, latest_checkpoint, new_run_dir, read_summary, write_summary
+from trainer_core.run_files import (
+    RunPaths,
+    RunRecorder,
+    latest_checkpoint,
+    new_run_dir,
+    read_summary,
+    write_summary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -231,8 +238,12 @@ def _save_adapter(trainer: Any, processing_class: Any, target: Path) -> Path:
 
 
 def run_training(preset: Preset, *, events: EventStream | None = None, stop: StopSignal | None = None,
-                 resume: str | Path | None = None, run_dir: str | Path | None = None) -> RunResult:
-    """Train `preset`; `resume` continues a run directory from its newest checkpoint."""
+                 resume: str | Path | None = None, run_dir: str | Path | None = None,
+                 callbacks: list[Any] | None = None) -> RunResult:
+    """Train `preset`; `resume` continues a run directory from its newest checkpoint.
+
+    `callbacks` are extra transformers TrainerCallbacks (for integrations and benchmarks).
+    """
     events = events or EventStream()
     stop = stop or StopSignal()
     rank, world_size = world_info()
@@ -269,6 +280,8 @@ def run_training(preset: Preset, *, events: EventStream | None = None, stop: Sto
             atomic_write_text(paths.preset, preset.to_yaml())
             write_summary(paths, summary)
         trainer, resume_ckpt, loaded = _build_trainer(preset, paths, events, stop, ctx, resume is not None)
+        for cb in callbacks or []:
+            trainer.add_callback(cb)
         trainable, total = count_parameters(trainer.model)
         summary.update(trainable_params=trainable, total_params=total)
         effective = preset.training.micro_batch_size * preset.training.gradient_accumulation_steps * world_size
