@@ -224,6 +224,8 @@ def build_vlm(tokenizer, processor, seed: int = 0):
         scale_factor=SCALE_FACTOR,
         image_token_id=processor.image_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=False,
     )
     model = Idefics3ForConditionalGeneration(config)
