@@ -125,6 +125,10 @@ def test_stop_saves_a_checkpoint_and_resume_continues(demo_preset):
     assert (run / "checkpoints" / "checkpoint-5").is_dir()
     assert (run / "adapter" / "adapter_model.safetensors").exists()
 
+    # As after a crash between checkpoints: rows past the checkpoint, and a half-written last line.
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"type": "train", "step": 6, "loss": 9.9}) + "\n" + '{"type": "train", "st')
+
     seen = []
     events2 = EventStream()
     events2.subscribe(seen.append)

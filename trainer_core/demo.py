@@ -284,11 +284,11 @@ def build_presets(paths: DemoPaths, sample_image: str) -> dict[str, Path]:
     specs = {
         "demo-sft": _preset("demo-sft", "sft", "../model", "../data/chart_sft.jsonl", paths.runs, vlm_samples),
         "demo-dpo": _preset("demo-dpo", "dpo", "../model", "../data/chart_dpo.jsonl", paths.runs, vlm_samples,
-                            learning_rate=1e-3, max_steps=30),
+                            learning_rate=1e-3, max_steps=30, micro_batch_size=8),
         "demo-text-sft": _preset("demo-text-sft", "sft", "../text-model", "../data/text_sft.jsonl", paths.runs,
                                  text_samples),
         "demo-text-dpo": _preset("demo-text-dpo", "dpo", "../text-model", "../data/text_dpo.jsonl", paths.runs,
-                                 text_samples, learning_rate=1e-3, max_steps=30),
+                                 text_samples, learning_rate=1e-3, max_steps=30, micro_batch_size=8),
     }
     out = {}
     for name, spec in specs.items():

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from trainer_core.atomic import atomic_write_json
+from trainer_core.atomic import atomic_write_json, atomic_write_text
 from trainer_core.events import (
     EvalLogged,
     Event,
@@ -74,6 +74,22 @@ def new_run_dir(output_dir: str | Path, name: str) -> Path:
 def latest_checkpoint(run_dir: Path) -> Path | None:
     ckpts = [p for p in (run_dir / "checkpoints").glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()]
     return max(ckpts, key=lambda p: int(p.name[11:]), default=None)
+
+
+def truncate_metrics_after(paths: RunPaths, step: int) -> None:
+    """On resume, drop rows logged after the checkpoint (they will be logged again), so that steps
+    stay unique and in order after a crash between checkpoints."""
+    for path in (paths.metrics, paths.samples):
+        if not path.exists():
+            continue
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    kept.append(line)
+            except json.JSONDecodeError:
+                continue  # a half-written last line from a crash
+        atomic_write_text(path, "".join(k + "\n" for k in kept))
 
 
 def metrics_row(event: StepLogged) -> dict[str, Any]:

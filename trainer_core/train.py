@@ -38,6 +38,7 @@ from trainer_core.run_files import (
     latest_checkpoint,
     new_run_dir,
     read_summary,
+    truncate_metrics_after,
     write_summary,
 )
 
@@ -282,6 +283,8 @@ def run_training(preset: Preset, *, events: EventStream | None = None, stop: Sto
         trainer, resume_ckpt, loaded = _build_trainer(preset, paths, events, stop, ctx, resume is not None)
         for cb in callbacks or []:
             trainer.add_callback(cb)
+        if resume_ckpt is not None and main:
+            truncate_metrics_after(paths, int(resume_ckpt.name.split("-")[-1]))
         trainable, total = count_parameters(trainer.model)
         summary.update(trainable_params=trainable, total_params=total)
         effective = preset.training.micro_batch_size * preset.training.gradient_accumulation_steps * world_size
