@@ -51,22 +51,29 @@ SMOKE_CASES: list[dict] = [
 # ----------------------------------------------------------------------------- building blocks
 
 
-def word_tokenizer(n_words: int = 1000):
-    """A word-level tokenizer: `w17 w3 ...` is exactly one token per word, so lengths are exact."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+WORDS = [a + b for a in "abcdefghijklmnopqrstuvwxyz" for b in "abcdefghijklmnopqrstuvwxyz"]
+
+
+def word_tokenizer():
+    """A byte-level BPE trained on two-letter words, so that ` ab cd ...` is one token per word, also when
+    transformers rebuilds it from vocab + merges as a model-specific class (Qwen2Tokenizer does)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     from trainer_core.demo import CHAT_TEMPLATE, SPECIAL_TOKENS
 
     rows = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
-    words = ["User", "Assistant", "System", ":"] + [f"w{i}" for i in range(n_words)]
-    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + rows + words)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|endoftext|>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<end_of_utterance>",
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=2000, special_tokens=SPECIAL_TOKENS + rows, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    corpus = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(0, len(WORDS), 26)] * 3
+    corpus += ["User: Assistant: System:"] * 50
+    tok.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<end_of_utterance>",
                                    pad_token="<|pad|>", unk_token="<|endoftext|>", chat_template=CHAT_TEMPLATE,
                                    additional_special_tokens=SPECIAL_TOKENS[1:6] + rows)
-    return fast
 
 
 def build_model_dir(model_id: str, out: Path, device: str) -> Path:
@@ -108,7 +115,7 @@ def build_model_dir(model_id: str, out: Path, device: str) -> Path:
 
 
 def words(n: int, offset: int = 0) -> str:
-    return " ".join(f"w{(offset + i) % 1000}" for i in range(n))
+    return " ".join(WORDS[(offset + i) % len(WORDS)] for i in range(n))
 
 
 def make_data(case: dict, out: Path) -> Path:
