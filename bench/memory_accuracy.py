@@ -39,6 +39,13 @@ CASES: list[dict] = [
     dict(model="Qwen/Qwen2.5-1.5B-Instruct", task="sft", b=4, text=1024, quant="8bit"),
     dict(model="meta-llama/Llama-3.2-3B-Instruct", task="sft", b=2, text=2048),
     dict(model="meta-llama/Llama-3.2-3B-Instruct", task="sft", b=2, text=2048, quant="4bit", gc=True),
+    # held out: not used to fit the coefficients in trainer_core/memory.py
+    dict(model="Qwen/Qwen2.5-3B-Instruct", task="sft", b=4, text=1024),
+    dict(model="meta-llama/Llama-3.2-1B-Instruct", task="sft", b=8, text=2048, gc=True),
+    dict(model="HuggingFaceTB/SmolVLM-500M-Instruct", task="sft", b=2, text=512, image=768),
+    dict(model="HuggingFaceTB/SmolVLM-500M-Instruct", task="dpo", b=1, text=256, image=512, quant="4bit"),
+    dict(model="Qwen/Qwen2.5-1.5B-Instruct", task="sft", b=2, text=512, lora=False, ga=4),
+    dict(model="Qwen/Qwen2.5-7B-Instruct", task="sft", b=1, text=1024, quant="4bit", gc=True),
 ]
 
 SMOKE_CASES: list[dict] = [
@@ -168,7 +175,7 @@ def measured_lengths(model_dir: Path, data: Path, case: dict) -> dict:
     return {"seq_len": len(ids), "image_tokens": 0, "tiles": 0}
 
 
-def predict(case: dict, model_dir: Path, lengths: dict, precision: str) -> dict:
+def predict(case: dict, model_dir: Path | str, lengths: dict, precision: str) -> dict:
     from trainer_core.memory import TrainSettings, estimate_memory
     from trainer_core.model_info import inspect_model
 
@@ -177,7 +184,8 @@ def predict(case: dict, model_dir: Path, lengths: dict, precision: str) -> dict:
     patches_per_tile = (v.image_size // v.patch_size) ** 2 if v and v.image_size and v.patch_size else 0
     s = TrainSettings(
         task=case["task"], precision=precision, quantization=case.get("quant", "none"), lora=case.get("lora", True),
-        micro_batch_size=case["b"], text_tokens=lengths["seq_len"] - lengths["image_tokens"],
+        micro_batch_size=case["b"], gradient_accumulation_steps=case.get("ga", 1), text_tokens=lengths["seq_len"] - lengths["image_tokens"],
+        answer_tokens=case["text"] // 2 + 2,  # the completion and its end-of-turn tokens carry the loss
         images_per_sample=1.0 if case.get("image") else 0.0, image_tokens_per_image=lengths["image_tokens"],
         vision_patches_per_image=lengths["tiles"] * patches_per_tile, gradient_checkpointing=case.get("gc", False),
     )
@@ -208,7 +216,7 @@ def run_case(index: int, case: dict, work: Path, steps: int, device: str) -> dic
         "name": f"case{index}", "task": case["task"], "model": {"name_or_path": str(model_dir)},
         "data": {"path": str(data)}, "quantization": case.get("quant", "none"),
         "lora": {"enabled": case.get("lora", True), "r": 16, "alpha": 32, "dropout": 0.0},
-        "training": {"micro_batch_size": case["b"], "gradient_accumulation_steps": 1, "max_steps": steps,
+        "training": {"micro_batch_size": case["b"], "gradient_accumulation_steps": case.get("ga", 1), "max_steps": steps,
                      "max_length": lengths["seq_len"] + 64, "gradient_checkpointing": case.get("gc", False),
                      "save_steps": 10_000, "logging_steps": 1, "learning_rate": 1e-4},
         "output_dir": str(case_dir / "runs"),
@@ -259,17 +267,25 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="CPU plumbing check on the demo shapes")
     ap.add_argument("--work", default=None)
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--repredict", help="recompute predictions for the rows of an earlier --json (no GPU)")
     a = ap.parse_args()
     cases = SMOKE_CASES if a.smoke else CASES
     device = "cpu" if a.smoke else "cuda"
     work = Path(a.work or tempfile.mkdtemp(prefix="vlmtune-mem-"))
-    if a.child is not None:
+    if a.child is not None and not a.repredict:
         import datasets
         import transformers
 
         transformers.utils.logging.set_verbosity_error()
         datasets.disable_progress_bars()
         print("RESULT " + json.dumps(run_case(a.child, cases[a.child], work, a.steps, device), default=str))
+        return
+    if a.repredict:  # refit the model against earlier measurements without a GPU
+        rows = json.loads(Path(a.repredict).read_text())
+        for r in rows:
+            model = r["model"] if not r["model"].startswith("demo") else r["model"]
+            r.update(predict(r, model, r, "bf16"))
+        print(table(rows))
         return
     chosen = [int(i) for i in a.cases.split(",")] if a.cases else list(range(len(cases)))
     rows = []

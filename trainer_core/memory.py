@@ -30,13 +30,15 @@ NF4_DQ_BLOCK = 256
 # terms). Derived in docs/memory.md from what autograd keeps for a Llama-style block with SDPA attention:
 #   2 RMSNorms keep their fp32 input (4h each); attention/MLP inputs (2h each); SDPA keeps q, k, v, out
 #   (2h + 4kv + 2h); o_proj input (2h); SwiGLU keeps gate/up outputs, the activation and the product (8I).
-#   Each LoRA-adapted linear keeps a copy of its input in the compute dtype (2 x in_features).
 NORM_BYTES_PER_H = 8  # two norms, fp32 inputs
-# Logits: bf16 logits (kept in the output) + their fp32 copy + log-softmax for the loss, and the
-# gradient in backward. Measured on an H100, see docs/memory.md.
-LOGIT_BYTES_SFT = 12.0
-# DPO: TRL's selective log-softmax over chosen+rejected, plus the reference pass (no grad).
-LOGIT_BYTES_DPO = 8.0
+# fp32 LoRA adapters on a bf16 model keep extra input copies: fitted on an H100 (0.5-0.84 per input
+# feature of the adapted layers, see docs/memory.md). bf16 adapters (QLoRA) keep none.
+LORA_INPUT_BYTES = 0.7
+# TRL >= 1.x computes the loss with a fused, tiled LM head: the (tokens x vocab) logits never exist.
+# Its working set is a (4096 x 32768) tile in the compute dtype, forward and backward, plus an fp32
+# gradient for the hidden states of the supervised tokens.
+FUSED_HEAD_TOKENS = 4096
+FUSED_HEAD_VOCAB = 32768
 CUDA_CONTEXT_BYTES = 600 * MIB  # CUDA context + cuBLAS workspace: outside torch's allocator
 FRAGMENTATION = 0.10  # reserved beyond allocated, as a share of the allocated peak
 
@@ -68,7 +70,10 @@ class TrainSettings:
     lora_dropout: float = 0.0
     train_vision_tower: bool = False
     micro_batch_size: int = 1
+    gradient_accumulation_steps: int = 1
     text_tokens: int = 512  # per sample (prompt + answer; for DPO prompt + the longer answer)
+    # supervised tokens per sample (the answer; None = every token, as for plain `messages` data)
+    answer_tokens: int | None = None
     images_per_sample: float = 0.0
     image_tokens_per_image: int = 0
     vision_patches_per_image: int = 0  # patches the vision encoder sees per image (all tiles)
@@ -132,40 +137,60 @@ def _layer_activation_bytes(info: ModelInfo, s: TrainSettings, act_bytes: int) -
     t = info.text
     h, inter, kv = t.hidden_size, t.intermediate_size, t.num_kv_heads * t.head_dim
     unit = act_bytes / 2  # the formula is written for 2-byte activations
-    base = NORM_BYTES_PER_H * h * (act_bytes / 2 if act_bytes == 4 else 1) + unit * (
+    base = NORM_BYTES_PER_H * h * (2 if act_bytes == 4 else 1) + unit * (
         2 * h + 2 * h  # attention and MLP inputs
         + 2 * h + 4 * kv + 2 * h  # SDPA: q, k, v, output
         + 2 * h  # o_proj input (contiguous copy of the attention output)
         + 8 * inter  # SwiGLU: gate out, up out, act(gate), product
     )
-    if s.lora:
+    if s.lora and s.quantization == "none" and act_bytes == 2:
         adapted = [ly for ly in info.lora_targets(s.lora_targets, s.train_vision_tower) if ly.component == "language"]
         per_layer_in = sum(ly.in_features for ly in adapted) / max(1, t.num_layers)
-        base += unit * 2 * per_layer_in
+        base += LORA_INPUT_BYTES * per_layer_in
         if s.lora_dropout > 0:
             base += per_layer_in  # dropout mask, 1 byte per element
     return base
 
 
+def _vision_patches(s: TrainSettings) -> float:
+    rows = s.micro_batch_size * (2 if s.task == "dpo" else 1)  # chosen and rejected each carry the image
+    return rows * s.images_per_sample * s.vision_patches_per_image
+
+
 def _vision_bytes(info: ModelInfo, s: TrainSettings, act_bytes: int) -> tuple[int, int]:
-    """(stored, transient) bytes for the vision encoder over one micro-batch."""
+    """(stored, transient) bytes for the vision encoder over one micro-batch.
+
+    A frozen vision tower records no graph, so it only needs its forward working set. It keeps activations
+    when it trains, and also under gradient checkpointing: PEFT then makes the input embeddings require
+    grad (enable_input_require_grads), which records the vision tower too (measured: docs/memory.md).
+    """
     v = info.vision
-    if v is None or s.images_per_sample <= 0 or s.vision_patches_per_image <= 0:
+    patches = _vision_patches(s)
+    if v is None or patches <= 0:
         return 0, 0
-    patches = s.micro_batch_size * s.images_per_sample * s.vision_patches_per_image
-    if s.task == "dpo":
-        patches *= 2  # chosen and rejected each carry the image
-    # One layer's working set: the MLP intermediate dominates (attention is SDPA, linear in tokens).
-    transient = patches * act_bytes * (v.intermediate_size + 4 * v.hidden_size)
-    stored = 0
-    if s.train_vision_tower or (not s.lora and info.params.get("vision", 0)):
-        # A ViT block: 2 LayerNorm inputs, qkv input, SDPA q/k/v/out, out-proj input, fc1 in, GELU in, fc2 in
-        per_layer = act_bytes * (2 * v.hidden_size + 5 * v.hidden_size + 2 * v.hidden_size + 2 * v.intermediate_size)
-        layers = 1 if s.gradient_checkpointing else v.num_layers
-        stored = patches * per_layer * layers
-        if s.gradient_checkpointing:
-            stored += patches * act_bytes * v.hidden_size * v.num_layers
+    unit = act_bytes / 2
+    h, inter = v.hidden_size, v.intermediate_size
+    # One ViT block, as for the decoder: 2 LayerNorm inputs, qkv input, SDPA q/k/v/out, out-proj input,
+    # fc1 input, GELU input, fc2 input.
+    per_layer = unit * (4 * h + 2 * h + 8 * h + 2 * h + 2 * h + 4 * inter)
+    transient = patches * unit * 2 * (inter + 4 * h)  # the largest forward intermediates of one block
+    records = s.train_vision_tower or s.gradient_checkpointing or not s.lora
+    if not records:
+        return 0, int(transient)
+    if s.gradient_checkpointing:
+        stored = patches * (v.num_layers * unit * 2 * h + per_layer)
+    else:
+        stored = patches * v.num_layers * per_layer
     return int(stored), int(transient)
+
+
+def _fused_head_bytes(info: ModelInfo, s: TrainSettings, act_bytes: int, rows: int) -> int:
+    supervised = rows * (s.answer_tokens if s.answer_tokens is not None else s.seq_len)
+    tile = min(supervised, FUSED_HEAD_TOKENS) * min(info.text.vocab_size, FUSED_HEAD_VOCAB) * act_bytes
+    out = 2 * tile + supervised * info.text.hidden_size * 4
+    if not s.lora:  # the LM head trains: an fp32 gradient for its weight, built in the kernel
+        out += info.text.vocab_size * info.text.hidden_size * 4
+    return int(out)
 
 
 def estimate_memory(info: ModelInfo, s: TrainSettings) -> MemoryEstimate:
@@ -186,8 +211,6 @@ def estimate_memory(info: ModelInfo, s: TrainSettings) -> MemoryEstimate:
         notes.append(f"optimizer {s.optimizer!r} is not modelled; counted as AdamW")
         opt_fn = OPTIMIZER_STATE_BYTES["adamw_torch"]
     optimizer = int(trainable * opt_fn(p_bytes))
-    # foreach optimizers build temporaries the size of one state during the step
-    opt_transient = trainable * p_bytes if not s.optimizer.startswith(("paged", "adamw_8bit", "adamw_bnb")) else 0
 
     rows = s.micro_batch_size * (2 if s.task == "dpo" else 1)  # DPO: chosen + rejected in one forward
     tokens = rows * s.seq_len
@@ -198,17 +221,31 @@ def estimate_memory(info: ModelInfo, s: TrainSettings) -> MemoryEstimate:
         activations = tokens * (layers * act_bytes * info.text.hidden_size + per_layer)
     else:
         activations = tokens * layers * per_layer
-    vocab = info.text.vocab_size
-    logits = tokens * vocab * (LOGIT_BYTES_DPO if s.task == "dpo" else LOGIT_BYTES_SFT)
+    logits = _fused_head_bytes(info, s, act_bytes, rows)
     vision_stored, vision_transient = _vision_bytes(info, s, act_bytes)
+    # foreach optimizers build temporaries the size of the parameters during the step
+    opt_transient = 0 if s.optimizer.startswith(("paged", "adamw_8bit", "adamw_bnb")) else trainable * p_bytes
+    # Gradients from earlier micro-batches live through the forward only with accumulation; with one
+    # micro-batch per step they are freed (zero_grad) before the forward and rebuilt as activations free.
+    grads_in_forward = grads if s.gradient_accumulation_steps > 1 else 0
+    forward_peak = activations + vision_stored + logits + grads_in_forward
+    # Measured: the vision forward's working set adds to the peak (image features and the merged
+    # embeddings stay alive into the decoder's forward; DPO's reference pass encodes the images again).
+    forward_peak += vision_transient
+    # The optimizer step holds all gradients plus foreach temporaries, but no activations.
+    step_peak = grads + opt_transient
+    transient = max(0, step_peak - forward_peak)
     components = {
         "weights": int(weights),
         "lora": int(lora_w),
-        "gradients": int(grads),
+        "gradients": int(grads_in_forward),
         "optimizer": int(optimizer),
-        "activations": int(activations + vision_stored),
+        "activations": int(activations),
+        "vision_activations": int(vision_stored),
         "logits": int(logits),
-        "transient": int(max(vision_transient, opt_transient)),
+        "vision_forward": int(vision_transient),
+        # what the optimizer step or the vision forward add beyond the forward/backward peak
+        "transient": int(transient),
     }
     peak = sum(components.values())
     required = int(peak * (1 + FRAGMENTATION) + CUDA_CONTEXT_BYTES)
