@@ -230,8 +230,9 @@ def estimate_memory(info: ModelInfo, s: TrainSettings) -> MemoryEstimate:
     grads_in_forward = grads if s.gradient_accumulation_steps > 1 else 0
     forward_peak = activations + vision_stored + logits + grads_in_forward
     # Measured: the vision forward's working set adds to the peak (image features and the merged
-    # embeddings stay alive into the decoder's forward; DPO's reference pass encodes the images again).
-    forward_peak += vision_transient
+    # embeddings stay alive into the decoder's forward); DPO's reference pass encodes the images again.
+    vision_forward = vision_transient * (2 if s.task == "dpo" else 1)
+    forward_peak += vision_forward
     # The optimizer step holds all gradients plus foreach temporaries, but no activations.
     step_peak = grads + opt_transient
     transient = max(0, step_peak - forward_peak)
@@ -243,7 +244,7 @@ def estimate_memory(info: ModelInfo, s: TrainSettings) -> MemoryEstimate:
         "activations": int(activations),
         "vision_activations": int(vision_stored),
         "logits": int(logits),
-        "vision_forward": int(vision_transient),
+        "vision_forward": int(vision_forward),
         # what the optimizer step or the vision forward add beyond the forward/backward peak
         "transient": int(transient),
     }

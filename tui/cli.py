@@ -146,6 +146,65 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from trainer_core.hardware import format_machine, probe
+
+    info = probe(args.output_dir)
+    if args.json:
+        import json
+
+        print(json.dumps(info.to_dict(), indent=2))
+    else:
+        print(format_machine(info))
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from trainer_core.planning import format_plan, plan_for, plan_preset
+
+    _quiet_libraries()
+    base = None
+    data_section = None
+    if args.preset:
+        from trainer_core.presets import read_preset_yaml
+
+        preset = _load_preset(args.preset, args.set)
+        model, task = preset.model.name_or_path, preset.task
+        data_section = preset.data
+        base = read_preset_yaml(args.preset)
+        max_length = args.max_length or preset.training.max_length
+        effective = args.effective_batch or preset.training.micro_batch_size * preset.training.gradient_accumulation_steps
+    else:
+        if not args.model:
+            raise UserError("give a preset, or --model M (a local folder or a hub id) with --task sft|dpo")
+        model, task, max_length = args.model, args.task, args.max_length
+        effective = args.effective_batch or 16
+    if args.gpu_mib is not None and args.gpu_mib <= 0:
+        raise UserError("--gpu-mib must be a positive number of MiB (e.g. 24576 for a 24 GiB GPU)")
+    report = plan_for(model, task, data=args.data, gpu_mib=args.gpu_mib, effective_batch=effective,
+                      max_length=max_length, data_section=data_section, trust_remote_code=args.trust_remote_code)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        print(format_plan(report))
+    if args.write:
+        from trainer_core.atomic import atomic_write_text
+        from trainer_core.presets import preset_from_dict
+
+        name = Path(args.write).stem
+        raw = plan_preset(report, base, name, model, args.data)
+        raw.setdefault("task", task)
+        preset_from_dict(raw)  # the written preset must load
+        atomic_write_text(Path(args.write), "# written by `vlmtune plan`; every value can be edited\n"
+                          + yaml.safe_dump(raw, sort_keys=False))
+        print(f"preset written: {args.write}", file=sys.stderr)
+    return EXIT_OK if report.plan.fits else EXIT_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlmtune",
@@ -190,6 +249,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-model", help="base model (default: the one the adapter names)")
     p.add_argument("--trust-remote-code", action="store_true")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("probe", help="what this machine has: GPUs and free memory, bf16, RAM, disk")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--output-dir", default=".", help="where runs go (its free disk is reported)")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("plan", help="estimate memory and recommend a configuration that fits")
+    p.add_argument("preset", nargs="?", help="a preset to plan (or use --model/--task)")
+    p.add_argument("--model", help="local model folder or hub id (known ids work offline)")
+    p.add_argument("--task", choices=["sft", "dpo"], default="sft")
+    p.add_argument("--data", help="dataset, for real sequence lengths and image sizes")
+    p.add_argument("--gpu-mib", type=int, help="plan for a GPU with this much free memory instead of this machine")
+    p.add_argument("--effective-batch", type=int, help="samples per optimizer step (default 16)")
+    p.add_argument("--max-length", type=int, help="cap on tokens per sample")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--write", metavar="PRESET_OUT", help="write the recommendation as a preset")
+    p.add_argument("--trust-remote-code", action="store_true")
+    add_set(p)
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("demo", help="build the tiny offline demo (model, data, presets)")
     p.add_argument("--out", default="vlmtune-demo", help="folder (default: ./vlmtune-demo)")

@@ -1,0 +1,114 @@
+"""Dataset statistics the planner needs: rows, prompt/answer token lengths, images per row and sizes."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from trainer_core.data.formats import detect_format
+from trainer_core.data.sources import read_rows
+from trainer_core.data.to_trl import convert_rows
+from trainer_core.presets import DataSection
+
+# Without the model's tokenizer (e.g. a hub model planned offline): English text averages ~3.6
+# characters per token with today's BPE vocabularies.
+CHARS_PER_TOKEN = 3.6
+
+
+@dataclass(frozen=True)
+class Lengths:
+    p50: int
+    p95: int
+    max: int
+
+    @classmethod
+    def of(cls, values: list[int]) -> Lengths:
+        if not values:
+            return cls(0, 0, 0)
+        ordered = sorted(values)
+        return cls(int(statistics.median(ordered)), ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+                   ordered[-1])
+
+
+@dataclass(frozen=True)
+class DataStats:
+    rows: int
+    sampled: int
+    format: str
+    prompt_tokens: Lengths
+    answer_tokens: Lengths
+    total_tokens: Lengths
+    images_per_row: float
+    image_width: Lengths
+    image_height: Lengths
+    token_source: str  # "tokenizer" or the estimate used
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _text_of(turns: Any) -> str:
+    if isinstance(turns, str):
+        return turns
+    return "\n".join(t["content"] for t in turns)
+
+
+def dataset_stats(data: DataSection, task: str, tokenizer: Any = None, sample: int = 2000) -> DataStats:
+    raw = read_rows(data.path, limit=data.max_samples, subset=data.subset, split=data.split)
+    detected = detect_format(raw.columns, task, data.format, data.columns, source=raw.source)
+    rows = raw.rows[:sample]
+    converted = convert_rows(rows, detected, conversational=True, base_dir=raw.base_dir)
+
+    def count(text: str) -> int:
+        if tokenizer is not None:
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        return max(1, round(len(text) / CHARS_PER_TOKEN))
+
+    prompts, answers, widths, heights, images = [], [], [], [], 0
+    for row in converted.rows:
+        if "messages" in row:
+            msgs = row["messages"]
+            answer = sum(count(m["content"]) for m in msgs if m["role"] == "assistant")
+            prompt = sum(count(m["content"]) for m in msgs if m["role"] != "assistant")
+        elif "chosen" in row:
+            prompt = count(_text_of(row["prompt"]))
+            answer = max(count(_text_of(row["chosen"])), count(_text_of(row["rejected"])))
+        elif "text" in row:
+            prompt, answer = 0, count(row["text"])
+        else:
+            prompt, answer = count(_text_of(row["prompt"])), count(_text_of(row["completion"]))
+        prompts.append(prompt)
+        answers.append(answer)
+        for img in row.get("images", []):
+            images += 1
+            size = _image_size(img)
+            if size:
+                widths.append(size[0])
+                heights.append(size[1])
+    n = max(1, len(converted.rows))
+    return DataStats(
+        rows=len(raw.rows), sampled=len(converted.rows), format=detected.format.name,
+        prompt_tokens=Lengths.of(prompts), answer_tokens=Lengths.of(answers),
+        total_tokens=Lengths.of([p + a for p, a in zip(prompts, answers, strict=True)]),
+        images_per_row=images / n, image_width=Lengths.of(widths), image_height=Lengths.of(heights),
+        token_source="tokenizer" if tokenizer is not None else f"estimate: 1 token ~ {CHARS_PER_TOKEN} characters",
+    )
+
+
+def _image_size(img: dict[str, Any]) -> tuple[int, int] | None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        if img.get("path"):
+            with Image.open(Path(img["path"])) as im:  # reads the header only
+                return im.size
+        if img.get("bytes"):
+            import io
+
+            with Image.open(io.BytesIO(img["bytes"])) as im:
+                return im.size
+    except (OSError, UnidentifiedImageError):
+        return None
+    return None

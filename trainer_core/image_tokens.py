@@ -1,0 +1,87 @@
+"""How many tokens (and vision-encoder patches) one image becomes, per architecture, from config alone.
+
+These follow the processors' own resize rules with their released defaults, so the planner can count
+image tokens without loading a processor: SmolVLM/Idefics3 split an image into tiles plus a global
+view; Qwen2-VL and Qwen2.5-VL resize to a multiple of 28 px within a pixel budget (dynamic
+resolution); LLaVA-1.5 always gives 576. Checked against the real processors on an H100 run
+(bench/memory_accuracy.py measures the same counts with the processor).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+# Qwen2-VL's preprocessor defaults (min_pixels, max_pixels); fine-tuning recipes often lower max_pixels.
+QWEN_MIN_PIXELS = 56 * 56
+QWEN_MAX_PIXELS = 28 * 28 * 1280
+DEFAULT_IMAGE_SIZE = (768, 768)  # when the data gives no sizes: a typical chart / photo
+
+
+@dataclass(frozen=True)
+class ImageCost:
+    tokens: int  # tokens the language model sees for one image
+    patches: int  # patches the vision encoder processes for one image (all tiles)
+    how: str  # one line on how it was counted
+
+
+def _idefics3(config: Any, width: int, height: int, splitting: bool = True,
+              longest_edge: int | None = None) -> ImageCost:
+    v = config.vision_config
+    tile = v.image_size
+    per_tile_patches = (v.image_size // v.patch_size) ** 2
+    per_tile_tokens = per_tile_patches // (config.scale_factor**2)
+    if not splitting:
+        return ImageCost(per_tile_tokens, per_tile_patches, f"1 tile of {tile}px x {per_tile_tokens} tokens")
+    edge = longest_edge or 4 * tile  # SmolVLM resizes the longest edge to 4 tiles by default
+    scale = edge / max(width, height)
+    w, h = max(1, round(width * scale)), max(1, round(height * scale))
+    cols, rows = math.ceil(w / tile), math.ceil(h / tile)
+    tiles = rows * cols + (1 if rows * cols > 1 else 0)  # + the global (downscaled) view
+    return ImageCost(tiles * per_tile_tokens, tiles * per_tile_patches,
+                     f"{rows}x{cols} tiles of {tile}px + global view, {per_tile_tokens} tokens each")
+
+
+def _smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = QWEN_MIN_PIXELS,
+                  max_pixels: int = QWEN_MAX_PIXELS) -> tuple[int, int]:
+    """Qwen2-VL's resize: both sides multiples of `factor`, area within [min_pixels, max_pixels]."""
+    h = max(factor, round(height / factor) * factor)
+    w = max(factor, round(width / factor) * factor)
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return h, w
+
+
+def _qwen_vl(config: Any, width: int, height: int, max_pixels: int = QWEN_MAX_PIXELS) -> ImageCost:
+    v = config.vision_config
+    patch = getattr(v, "patch_size", 14)
+    merge = getattr(v, "spatial_merge_size", 2)
+    h, w = _smart_resize(height, width, patch * merge, max_pixels=max_pixels)
+    patches = (h // patch) * (w // patch)
+    tokens = patches // (merge * merge)
+    return ImageCost(tokens, patches, f"resized to {w}x{h}px, {patch}px patches merged {merge}x{merge}")
+
+
+def image_cost(config: Any, width: int | None = None, height: int | None = None,
+               processor: dict[str, Any] | None = None) -> ImageCost:
+    """Tokens and patches for one image of `width` x `height` (default 768x768)."""
+    width, height = width or DEFAULT_IMAGE_SIZE[0], height or DEFAULT_IMAGE_SIZE[1]
+    processor = processor or {}
+    kind = config.model_type
+    if kind in ("idefics3", "smolvlm"):
+        size = processor.get("size") or {}
+        return _idefics3(config, width, height, processor.get("do_image_splitting", True), size.get("longest_edge"))
+    if kind in ("qwen2_vl", "qwen2_5_vl"):
+        return _qwen_vl(config, width, height, processor.get("max_pixels", QWEN_MAX_PIXELS))
+    v = getattr(config, "vision_config", None)
+    if v is not None and getattr(v, "image_size", None) and getattr(v, "patch_size", None):
+        n = (v.image_size // v.patch_size) ** 2
+        return ImageCost(n, n, f"fixed {v.image_size}px, {n} patches (one token each)")
+    return ImageCost(0, 0, "text-only model")
