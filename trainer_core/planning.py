@@ -163,3 +163,57 @@ def plan_preset(report: PlanReport, base: dict[str, Any] | None, name: str, mode
         else:
             out[key] = value
     return out
+
+
+@dataclass(frozen=True)
+class ProbeRun:
+    micro_batch_size: int
+    gradient_accumulation_steps: int
+    measured_peak: int
+    predicted_peak: int
+    fits: bool
+
+
+def probe_run(preset: Any, report: PlanReport, steps: int = 3) -> list[ProbeRun]:
+    """Run `steps` real steps at the recommended size on the GPU and halve the micro-batch (doubling the
+    accumulation) while the measured peak leaves less than the plan's margin free."""
+    import dataclasses
+    import gc
+    import tempfile
+
+    import torch
+
+    from trainer_core.memory import CUDA_CONTEXT_BYTES, FRAGMENTATION, estimate_memory
+    from trainer_core.presets import preset_from_dict
+    from trainer_core.train import run_training
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("--probe-run needs a CUDA GPU on this machine")
+    fields = report.plan.preset_fields()
+    budget = report.plan.target.available_bytes * (1 - report.goal.margin)
+    micro = fields["training"]["micro_batch_size"]
+    effective = micro * fields["training"]["gradient_accumulation_steps"]
+    runs: list[ProbeRun] = []
+    with tempfile.TemporaryDirectory(prefix="vlmtune-probe-run-") as tmp:
+        while True:
+            raw = preset.to_dict()
+            raw.update(precision=fields["precision"], quantization=fields["quantization"], output_dir=tmp)
+            raw["training"].update(fields["training"], micro_batch_size=micro,
+                                   gradient_accumulation_steps=max(1, effective // micro), max_steps=steps,
+                                   save_steps=10 * steps, eval_steps=None)
+            raw["data"]["eval_fraction"] = 0.0
+            raw["samples"] = {"every_steps": 0, "prompts": []}
+            trial = preset_from_dict(raw)
+            gc.collect()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            result = run_training(trial)
+            peak = torch.cuda.max_memory_allocated()
+            settings = dataclasses.replace(report.plan.settings, micro_batch_size=micro,
+                                           gradient_accumulation_steps=max(1, effective // micro))
+            predicted = estimate_memory(report.model, settings).peak_allocated
+            ok = result.status == "completed" and peak * (1 + FRAGMENTATION) + CUDA_CONTEXT_BYTES <= budget
+            runs.append(ProbeRun(micro, max(1, effective // micro), peak, predicted, ok))
+            if ok or micro == 1:
+                return runs
+            micro //= 2

@@ -187,10 +187,34 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raise UserError("--gpu-mib must be a positive number of MiB (e.g. 24576 for a 24 GiB GPU)")
     report = plan_for(model, task, data=args.data, gpu_mib=args.gpu_mib, effective_batch=effective,
                       max_length=max_length, data_section=data_section, trust_remote_code=args.trust_remote_code)
+    runs = []
+    if args.probe_run:
+        if not args.preset:
+            raise UserError("--probe-run needs a preset (it trains a few real steps on its model and data)")
+        from trainer_core.loading import cuda_available
+        from trainer_core.planning import probe_run
+
+        if not cuda_available():
+            raise UserError("--probe-run trains a few steps on a CUDA GPU, and this machine has none; "
+                            "the plan above is the estimate alone")
+        runs = probe_run(preset, report)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2, default=str))
+        out = report.to_dict()
+        if runs:
+            out["probe_runs"] = [r.__dict__ for r in runs]
+        print(json.dumps(out, indent=2, default=str))
     else:
         print(format_plan(report))
+        for r in runs:
+            print(f"  probe run: micro-batch {r.micro_batch_size} x {r.gradient_accumulation_steps}: measured peak "
+                  f"{r.measured_peak / 2**30:.2f} GiB, predicted {r.predicted_peak / 2**30:.2f} GiB -> "
+                  f"{'fits' if r.fits else 'too big'}")
+    if runs and runs[-1].micro_batch_size != report.plan.settings.micro_batch_size:
+        import dataclasses
+
+        s = dataclasses.replace(report.plan.settings, micro_batch_size=runs[-1].micro_batch_size,
+                                gradient_accumulation_steps=runs[-1].gradient_accumulation_steps)
+        report = dataclasses.replace(report, plan=dataclasses.replace(report.plan, settings=s))
     if args.write:
         from trainer_core.atomic import atomic_write_text
         from trainer_core.presets import preset_from_dict
@@ -265,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, help="cap on tokens per sample")
     p.add_argument("--json", action="store_true")
     p.add_argument("--write", metavar="PRESET_OUT", help="write the recommendation as a preset")
+    p.add_argument("--probe-run", action="store_true",
+                   help="on a GPU: train 3 real steps at the recommended size, measure, and step down if needed")
     p.add_argument("--trust-remote-code", action="store_true")
     add_set(p)
     p.set_defaults(func=cmd_plan)
