@@ -46,6 +46,11 @@ CASES: list[dict] = [
     dict(model="HuggingFaceTB/SmolVLM-500M-Instruct", task="dpo", b=1, text=256, image=512, quant="4bit"),
     dict(model="Qwen/Qwen2.5-1.5B-Instruct", task="sft", b=2, text=512, lora=False, ga=4),
     dict(model="Qwen/Qwen2.5-7B-Instruct", task="sft", b=1, text=1024, quant="4bit", gc=True),
+    # LoRA dropout (the preset default is 0.05): its masks and outputs
+    dict(model="HuggingFaceTB/SmolVLM-256M-Instruct", task="sft", b=4, text=256, image=512, dropout=0.05),
+    dict(model="Qwen/Qwen2.5-0.5B-Instruct", task="sft", b=8, text=512, dropout=0.05),
+    dict(model="meta-llama/Llama-3.2-3B-Instruct", task="sft", b=2, text=2048, dropout=0.05),
+    dict(model="meta-llama/Llama-3.2-3B-Instruct", task="sft", b=2, text=2048, quant="4bit", gc=True, dropout=0.05),
 ]
 
 SMOKE_CASES: list[dict] = [
@@ -184,6 +189,7 @@ def predict(case: dict, model_dir: Path | str, lengths: dict, precision: str) ->
     patches_per_tile = (v.image_size // v.patch_size) ** 2 if v and v.image_size and v.patch_size else 0
     s = TrainSettings(
         task=case["task"], precision=precision, quantization=case.get("quant", "none"), lora=case.get("lora", True),
+        lora_dropout=case.get("dropout", 0.0),
         micro_batch_size=case["b"], gradient_accumulation_steps=case.get("ga", 1), text_tokens=lengths["seq_len"] - lengths["image_tokens"],
         answer_tokens=case["text"] // 2 + 2,  # the completion and its end-of-turn tokens carry the loss
         images_per_sample=1.0 if case.get("image") else 0.0, image_tokens_per_image=lengths["image_tokens"],
@@ -215,7 +221,7 @@ def run_case(index: int, case: dict, work: Path, steps: int, device: str) -> dic
     preset = preset_from_dict({
         "name": f"case{index}", "task": case["task"], "model": {"name_or_path": str(model_dir)},
         "data": {"path": str(data)}, "quantization": case.get("quant", "none"),
-        "lora": {"enabled": case.get("lora", True), "r": 16, "alpha": 32, "dropout": 0.0},
+        "lora": {"enabled": case.get("lora", True), "r": 16, "alpha": 32, "dropout": case.get("dropout", 0.0)},
         "training": {"micro_batch_size": case["b"], "gradient_accumulation_steps": case.get("ga", 1), "max_steps": steps,
                      "max_length": lengths["seq_len"] + 64, "gradient_checkpointing": case.get("gc", False),
                      "save_steps": 10_000, "logging_steps": 1, "learning_rate": 1e-4},
