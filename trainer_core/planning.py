@@ -54,7 +54,8 @@ def target_for(machine: MachineInfo | None, gpu_mib: int | None = None, gpu_inde
 
 
 def goal_for(info: ModelInfo, config: Any, task: str, stats: DataStats | None, *, effective_batch: int = 16,
-             max_length: int | None = None, lora_r: int = 16) -> tuple[Goal, ImageCost | None]:
+             max_length: int | None = None, lora_r: int = 16, lora_dropout: float = 0.05
+             ) -> tuple[Goal, ImageCost | None]:
     image = None
     images_per_sample = 0.0
     if info.is_vlm:
@@ -76,13 +77,14 @@ def goal_for(info: ModelInfo, config: Any, task: str, stats: DataStats | None, *
         text = stats.prompt_tokens.max + stats.answer_tokens.max + TEMPLATE_TOKENS
     goal = Goal(task=task, effective_batch=effective_batch, text_tokens=text, answer_tokens=answer,
                 images_per_sample=images_per_sample, image_tokens_per_image=image.tokens if image else 0,
-                vision_patches_per_image=image.patches if image else 0, lora_r=lora_r)
+                vision_patches_per_image=image.patches if image else 0, lora_r=lora_r, lora_dropout=lora_dropout)
     return goal, image
 
 
 def plan_for(model: str, task: str, *, data: str | None = None, gpu_mib: int | None = None,
              effective_batch: int = 16, max_length: int | None = None, machine: MachineInfo | None = None,
-             trust_remote_code: bool = False, data_section: Any = None) -> PlanReport:
+             trust_remote_code: bool = False, data_section: Any = None, lora_r: int = 16,
+             lora_dropout: float = 0.05) -> PlanReport:
     from trainer_core.model_info import inspect_model, resolve_config
 
     config, _ = resolve_config(model, trust_remote_code=trust_remote_code)
@@ -98,7 +100,8 @@ def plan_for(model: str, task: str, *, data: str | None = None, gpu_mib: int | N
         from trainer_core.hardware import probe
 
         machine = probe()
-    goal, image = goal_for(info, config, task, stats, effective_batch=effective_batch, max_length=max_length)
+    goal, image = goal_for(info, config, task, stats, effective_batch=effective_batch, max_length=max_length,
+                           lora_r=lora_r, lora_dropout=lora_dropout)
     plan = recommend(info, target_for(machine, gpu_mib), goal)
     return PlanReport(info, stats, image, goal, plan)
 

@@ -25,6 +25,7 @@ class Goal:
     image_tokens_per_image: int = 0
     vision_patches_per_image: int = 0
     lora_r: int = 16
+    lora_dropout: float = 0.05  # the preset default; dropout keeps a mask per adapted input
     margin: float = 0.10  # share of the available memory kept free
 
 
@@ -102,6 +103,7 @@ def gib(n: float) -> str:
 def _settings(goal: Goal, precision: str, quantization: str, gc: bool, micro: int, r: int) -> TrainSettings:
     return TrainSettings(
         task=goal.task, precision=precision, quantization=quantization, lora=True, lora_r=r,
+        lora_dropout=goal.lora_dropout,
         micro_batch_size=micro, gradient_accumulation_steps=max(1, math.ceil(goal.effective_batch / micro)),
         text_tokens=goal.text_tokens, answer_tokens=goal.answer_tokens, images_per_sample=goal.images_per_sample,
         image_tokens_per_image=goal.image_tokens_per_image, vision_patches_per_image=goal.vision_patches_per_image,

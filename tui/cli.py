@@ -178,15 +178,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
         base = read_preset_yaml(args.preset)
         max_length = args.max_length or preset.training.max_length
         effective = args.effective_batch or preset.training.micro_batch_size * preset.training.gradient_accumulation_steps
+        lora_r, lora_dropout = preset.lora.r, preset.lora.dropout
     else:
         if not args.model:
             raise UserError("give a preset, or --model M (a local folder or a hub id) with --task sft|dpo")
         model, task, max_length = args.model, args.task, args.max_length
         effective = args.effective_batch or 16
+        lora_r, lora_dropout = 16, 0.05
     if args.gpu_mib is not None and args.gpu_mib <= 0:
         raise UserError("--gpu-mib must be a positive number of MiB (e.g. 24576 for a 24 GiB GPU)")
     report = plan_for(model, task, data=args.data, gpu_mib=args.gpu_mib, effective_batch=effective,
-                      max_length=max_length, data_section=data_section, trust_remote_code=args.trust_remote_code)
+                      max_length=max_length, data_section=data_section, trust_remote_code=args.trust_remote_code,
+                      lora_r=lora_r, lora_dropout=lora_dropout)
     runs = []
     if args.probe_run:
         if not args.preset:
