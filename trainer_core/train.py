@@ -66,19 +66,25 @@ def world_info() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+_PROCESS = None  # psutil.Process for this process, made once: creating it costs more than reading it
+
+
 def memory_snapshot() -> Memory:
     import torch
 
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    global _PROCESS
+    if torch.cuda.is_initialized():
         return Memory(
             device="cuda",
             allocated=torch.cuda.memory_allocated(),
             reserved=torch.cuda.memory_reserved(),
             peak_allocated=torch.cuda.max_memory_allocated(),
         )
-    import psutil
+    if _PROCESS is None:
+        import psutil
 
-    return Memory(device="cpu", rss=psutil.Process().memory_info().rss)
+        _PROCESS = psutil.Process()
+    return Memory(device="cpu", rss=_PROCESS.memory_info().rss)
 
 
 def explain_error(exc: BaseException) -> str:
