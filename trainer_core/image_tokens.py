@@ -24,6 +24,7 @@ class ImageCost:
     tokens: int  # tokens the language model sees for one image
     patches: int  # patches the vision encoder processes for one image (all tiles)
     how: str  # one line on how it was counted
+    tiles: int = 1  # crops the encoder sees (SmolVLM/Idefics3 splitting); 1 elsewhere
 
 
 def _idefics3(config: Any, width: int, height: int, splitting: bool = True,
@@ -40,7 +41,7 @@ def _idefics3(config: Any, width: int, height: int, splitting: bool = True,
     cols, rows = math.ceil(w / tile), math.ceil(h / tile)
     tiles = rows * cols + (1 if rows * cols > 1 else 0)  # + the global (downscaled) view
     return ImageCost(tiles * per_tile_tokens, tiles * per_tile_patches,
-                     f"{rows}x{cols} tiles of {tile}px + global view, {per_tile_tokens} tokens each")
+                     f"{rows}x{cols} tiles of {tile}px + global view, {per_tile_tokens} tokens each", tiles)
 
 
 def _smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = QWEN_MIN_PIXELS,
@@ -85,3 +86,22 @@ def image_cost(config: Any, width: int | None = None, height: int | None = None,
         n = (v.image_size // v.patch_size) ** 2
         return ImageCost(n, n, f"fixed {v.image_size}px, {n} patches (one token each)")
     return ImageCost(0, 0, "text-only model")
+
+
+def processor_image_cost(processor: Any, width: int | None = None, height: int | None = None) -> ImageCost | None:
+    """Exact count with the model's own processor: one blank image of that size through its chat template.
+    None when the processor does not say which token stands for an image."""
+    from PIL import Image
+
+    width, height = width or DEFAULT_IMAGE_SIZE[0], height or DEFAULT_IMAGE_SIZE[1]
+    token_id = getattr(processor, "image_token_id", None)
+    if token_id is None or not getattr(processor, "chat_template", None):
+        return None
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "x"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    enc = processor(text=[text], images=[[Image.new("RGB", (width, height))]], return_tensors="pt")
+    tokens = int((enc["input_ids"][0] == token_id).sum())
+    pixels = enc.get("pixel_values")
+    tiles = int(pixels.shape[1]) if pixels is not None and pixels.dim() == 5 else 1
+    return ImageCost(tokens, tokens, f"counted with the model's processor ({tiles} tile{'s' if tiles != 1 else ''})",
+                     tiles)

@@ -9,7 +9,7 @@ from typing import Any
 
 from trainer_core.data.stats import DataStats
 from trainer_core.hardware import MachineInfo
-from trainer_core.image_tokens import ImageCost, image_cost
+from trainer_core.image_tokens import ImageCost, image_cost, processor_image_cost
 from trainer_core.memory import GIB
 from trainer_core.model_info import ModelInfo
 from trainer_core.recommend import Goal, Plan, Target, gib, recommend
@@ -54,14 +54,19 @@ def target_for(machine: MachineInfo | None, gpu_mib: int | None = None, gpu_inde
 
 
 def goal_for(info: ModelInfo, config: Any, task: str, stats: DataStats | None, *, effective_batch: int = 16,
-             max_length: int | None = None, lora_r: int = 16, lora_dropout: float = 0.05
-             ) -> tuple[Goal, ImageCost | None]:
+             max_length: int | None = None, lora_r: int = 16, lora_dropout: float = 0.05,
+             processor: Any = None) -> tuple[Goal, ImageCost | None]:
     image = None
     images_per_sample = 0.0
     if info.is_vlm:
         width = stats.image_width.p95 if stats and stats.image_width.max else None
         height = stats.image_height.p95 if stats and stats.image_height.max else None
+        exact = processor_image_cost(processor, width, height) if processor is not None else None
         image = image_cost(config, width, height)
+        if exact is not None:  # the processor's count; the encoder's patches per tile come from the config
+            per_tile = image.patches // max(1, image.tiles)
+            image = ImageCost(exact.tokens, exact.tiles * per_tile if per_tile else exact.patches, exact.how,
+                              exact.tiles)
         images_per_sample = stats.images_per_row if stats else 1.0
     if stats:
         # Batches pad to their longest sample, so the peak comes from the longest one, not a typical one.
@@ -90,31 +95,34 @@ def plan_for(model: str, task: str, *, data: str | None = None, gpu_mib: int | N
     config, _ = resolve_config(model, trust_remote_code=trust_remote_code)
     info = inspect_model(model, config=config, trust_remote_code=trust_remote_code)
     stats = None
+    processor = _local_processing_class(model, info.is_vlm)
     if data or data_section is not None:
         from trainer_core.data.stats import dataset_stats
         from trainer_core.presets import DataSection
 
-        tokenizer = _local_tokenizer(model, info.is_vlm)
+        tokenizer = getattr(processor, "tokenizer", processor)
         stats = dataset_stats(data_section or DataSection(path=data), task, tokenizer)
     if machine is None and gpu_mib is None:
         from trainer_core.hardware import probe
 
         machine = probe()
     goal, image = goal_for(info, config, task, stats, effective_batch=effective_batch, max_length=max_length,
-                           lora_r=lora_r, lora_dropout=lora_dropout)
+                           lora_r=lora_r, lora_dropout=lora_dropout,
+                           processor=processor if info.is_vlm else None)
     plan = recommend(info, target_for(machine, gpu_mib), goal)
     return PlanReport(info, stats, image, goal, plan)
 
 
-def _local_tokenizer(model: str, is_vlm: bool):
-    """The model's tokenizer when it is on disk (hub models planned offline have none: lengths are estimated)."""
+def _local_processing_class(model: str, is_vlm: bool):
+    """The model's processor/tokenizer when it is on disk (hub models planned offline have none: token
+    lengths are then estimated and image tokens computed from the config)."""
     if not Path(model).expanduser().exists():
         return None
     from trainer_core.loading import load_processing_class
 
     try:
-        return load_processing_class(model, is_vlm)[1]
-    except Exception:  # a model folder without tokenizer files still plans, with estimated lengths
+        return load_processing_class(model, is_vlm)[0]
+    except Exception:  # a model folder without tokenizer files still plans, with estimates
         return None
 
 

@@ -51,6 +51,8 @@ class DataSection:
     skip_invalid: bool = False
     subset: str | None = None
     split: str = "train"
+    # Folder that relative image paths are relative to (default: the data file's folder).
+    image_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -474,7 +476,7 @@ def resolve_paths(preset: Preset, base: Path) -> Preset:
         return str(candidate.resolve()) if candidate.exists() else p
 
     model = dataclasses.replace(preset.model, name_or_path=fix(preset.model.name_or_path))
-    data = dataclasses.replace(preset.data, path=fix(preset.data.path))
+    data = dataclasses.replace(preset.data, path=fix(preset.data.path), image_dir=fix(preset.data.image_dir))
     prompts = [dataclasses.replace(sp, image=fix(sp.image)) for sp in preset.samples.prompts]
     samples = dataclasses.replace(preset.samples, prompts=prompts)
     # output_dir stays as written: relative to the working directory, as in TRL.

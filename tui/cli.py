@@ -232,6 +232,34 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK if report.plan.fits else EXIT_FAILED
 
 
+def _parse_columns(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    out = {}
+    for part in text.split(","):
+        role, sep, column = part.partition("=")
+        if not sep or not role.strip() or not column.strip():
+            raise UserError(f"--columns takes role=column pairs separated by commas (e.g. prompt=question,"
+                            f"completion=answer); {part!r} is not one")
+        out[role.strip()] = column.strip()
+    return out
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    import json
+
+    from trainer_core.data.check import check_data, format_report
+
+    if args.preview < 0:
+        raise UserError("--preview must be 0 or more")
+    _quiet_libraries()
+    report = check_data(args.path, args.task, columns=_parse_columns(args.columns), fmt=args.format,
+                        model=args.model, preview=args.preview, limit=args.limit, image_dir=args.image_dir,
+                        subset=args.subset, split=args.split)
+    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else format_report(report))
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlmtune",
@@ -276,6 +304,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-model", help="base model (default: the one the adapter names)")
     p.add_argument("--trust-remote-code", action="store_true")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("data", help="inspect datasets")
+    data_sub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    p = data_sub.add_parser("check", help="detect the format, validate every row, show stats and examples")
+    p.add_argument("path", help="file, folder or hub dataset id")
+    p.add_argument("--task", choices=["sft", "dpo"], required=True)
+    p.add_argument("--columns", help="role=column pairs, e.g. prompt=question,completion=answer,images=img")
+    p.add_argument("--format", default="auto", help="auto, or a format name to insist on")
+    p.add_argument("--model", help="model folder (or hub id) whose tokenizer/template renders and counts")
+    p.add_argument("--preview", type=int, default=3, metavar="N", help="examples to show (default 3)")
+    p.add_argument("--limit", type=int, help="read only the first N rows")
+    p.add_argument("--image-dir", help="folder that relative image paths start from")
+    p.add_argument("--subset", help="hub dataset config name")
+    p.add_argument("--split", default="train")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_data_check)
 
     p = sub.add_parser("probe", help="what this machine has: GPUs and free memory, bf16, RAM, disk")
     p.add_argument("--json", action="store_true")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from trainer_core.data.formats import detect_format
@@ -37,8 +38,9 @@ def prepare_dataset(data: DataSection, task: str, *, conversational: bool, is_vl
                     seed: int = 42) -> PreparedData:
     raw = read_rows(data.path, limit=data.max_samples, subset=data.subset, split=data.split)
     detected = detect_format(raw.columns, task, data.format, data.columns, source=raw.source)
+    base_dir = Path(data.image_dir) if data.image_dir else raw.base_dir
     converted = convert_rows(raw.rows, detected, conversational=conversational or is_vlm,
-                             base_dir=raw.base_dir, line_numbers=raw.line_numbers)
+                             base_dir=base_dir, line_numbers=raw.line_numbers)
     if converted.problems and not data.skip_invalid:
         problems = converted.problems + [DataProblem(None, None, "fix these rows, or set data.skip_invalid: true "
                                                                  "to train without them")]

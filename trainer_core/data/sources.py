@@ -74,12 +74,39 @@ def _read_json(path: Path, limit: int | None) -> RawData:
     return RawData(data[:limit] if limit else data, path.parent, str(path))
 
 
+def _undecoded_rows(ds) -> list[dict[str, Any]]:  # noqa: ANN001 (a datasets.Dataset)
+    """Rows with images as {"bytes", "path"} dicts: decoding every image just to list rows is wasted work."""
+    import datasets
+
+    for name, feature in ds.features.items():
+        if isinstance(feature, datasets.Image):
+            ds = ds.cast_column(name, datasets.Image(decode=False))
+        elif isinstance(getattr(feature, "feature", None), datasets.Image):
+            ds = ds.cast_column(name, datasets.List(datasets.Image(decode=False)))
+    return ds.to_list()
+
+
 def _read_with_datasets(kind: str, files: list[str], limit: int | None, base: Path, source: str) -> RawData:
     import datasets
 
     split = f"train[:{limit}]" if limit else "train"
     ds = datasets.load_dataset(kind, data_files=files, split=split)
-    return RawData(ds.to_list(), base, source)
+    return RawData(_undecoded_rows(ds), base, source)
+
+
+METADATA_FILES = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
+
+
+def _read_image_folder(path: Path, meta: Path, limit: int | None) -> RawData:
+    """Hugging Face's imagefolder layout: images beside a metadata file whose `file_name` names each image."""
+    if meta.suffix == ".jsonl":
+        raw = _read_jsonl(meta, limit)
+    else:
+        raw = _read_with_datasets(FILE_KINDS[meta.suffix], [str(meta)], limit, path, str(meta))
+    for row in raw.rows:
+        if "file_name" in row and "image" not in row and "images" not in row:
+            row["image"] = row.pop("file_name")
+    return RawData(raw.rows, path, str(path), raw.line_numbers)
 
 
 def _read_folder(path: Path, limit: int | None, subset: str | None, split: str) -> RawData:
@@ -94,7 +121,10 @@ def _read_folder(path: Path, limit: int | None, subset: str | None, split: str) 
             ds = ds[split]
         if limit:
             ds = ds.select(range(min(limit, len(ds))))
-        return RawData(ds.to_list(), path, str(path))
+        return RawData(_undecoded_rows(ds), path, str(path))
+    meta = next((path / m for m in METADATA_FILES if (path / m).exists()), None)
+    if meta is not None:
+        return _read_image_folder(path, meta, limit)
     by_kind: dict[str, list[Path]] = {}
     for f in sorted(path.iterdir()):
         if f.suffix.lower() in FILE_KINDS:
@@ -129,13 +159,14 @@ def _read_hub(repo_id: str, limit: int | None, subset: str | None, split: str) -
         if not hub_reachable():
             raise ConnectionError("the hub is not reachable from this machine")
         ds = datasets.load_dataset(repo_id, subset, split=sl)
+        rows = _undecoded_rows(ds)
     except Exception as exc:  # connection errors come in many types across huggingface_hub versions
         raise DataError([DataProblem(None, None, f"could not reach the hub dataset {repo_id!r} "
                                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}). "
                                                  "Download it where there is network (datasets "
                                                  "save_to_disk, or its files) and set data.path to the local "
                                                  "copy.")], repo_id) from None
-    return RawData(ds.to_list(), None, repo_id)
+    return RawData(rows, None, repo_id)
 
 
 def read_rows(path: str, *, limit: int | None = None, subset: str | None = None, split: str = "train") -> RawData:

@@ -58,8 +58,13 @@ def _text_of(turns: Any) -> str:
 def dataset_stats(data: DataSection, task: str, tokenizer: Any = None, sample: int = 2000) -> DataStats:
     raw = read_rows(data.path, limit=data.max_samples, subset=data.subset, split=data.split)
     detected = detect_format(raw.columns, task, data.format, data.columns, source=raw.source)
-    rows = raw.rows[:sample]
-    converted = convert_rows(rows, detected, conversational=True, base_dir=raw.base_dir)
+    base = Path(data.image_dir) if data.image_dir else raw.base_dir
+    converted = convert_rows(raw.rows[:sample], detected, conversational=True, base_dir=base, check_images=False)
+    return stats_from_rows(converted.rows, len(raw.rows), detected.format.name, tokenizer)
+
+
+def stats_from_rows(rows: list[dict[str, Any]], total_rows: int, fmt: str, tokenizer: Any = None) -> DataStats:
+    """Statistics of rows already in TRL's format (see to_trl.py)."""
 
     def count(text: str) -> int:
         if tokenizer is not None:
@@ -67,7 +72,7 @@ def dataset_stats(data: DataSection, task: str, tokenizer: Any = None, sample: i
         return max(1, round(len(text) / CHARS_PER_TOKEN))
 
     prompts, answers, widths, heights, images = [], [], [], [], 0
-    for row in converted.rows:
+    for row in rows:
         if "messages" in row:
             msgs = row["messages"]
             answer = sum(count(m["content"]) for m in msgs if m["role"] == "assistant")
@@ -87,9 +92,9 @@ def dataset_stats(data: DataSection, task: str, tokenizer: Any = None, sample: i
             if size:
                 widths.append(size[0])
                 heights.append(size[1])
-    n = max(1, len(converted.rows))
+    n = max(1, len(rows))
     return DataStats(
-        rows=len(raw.rows), sampled=len(converted.rows), format=detected.format.name,
+        rows=total_rows, sampled=len(rows), format=fmt,
         prompt_tokens=Lengths.of(prompts), answer_tokens=Lengths.of(answers),
         total_tokens=Lengths.of([p + a for p, a in zip(prompts, answers, strict=True)]),
         images_per_row=images / n, image_width=Lengths.of(widths), image_height=Lengths.of(heights),

@@ -91,6 +91,34 @@ def _turns(value: Any, column: str) -> list[dict[str, str]]:
     return out
 
 
+class _ImageChecker:
+    """Decodes each distinct image once (rows often share images) and remembers the verdict."""
+
+    def __init__(self) -> None:
+        self._seen: dict[Any, str | None] = {}
+
+    def problem(self, image: dict[str, Any]) -> str | None:
+        key = image["path"] if image.get("path") and not image.get("bytes") else id(image.get("bytes"))
+        if key not in self._seen:
+            self._seen[key] = self._decode(image)
+        return self._seen[key]
+
+    @staticmethod
+    def _decode(image: dict[str, Any]) -> str | None:
+        import io
+
+        from PIL import Image, UnidentifiedImageError
+
+        name = image.get("path") or "embedded image bytes"
+        try:
+            src = io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]
+            with Image.open(src) as im:
+                im.verify()  # checks the file's structure without keeping the pixels
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            return f"image does not decode: {name} ({str(exc).splitlines()[0][:120] or type(exc).__name__})"
+        return None
+
+
 def _images(value: Any, base_dir: Path | None, column: str) -> list[dict[str, Any]]:
     if value is None:
         return []
@@ -186,12 +214,43 @@ def _convert_row(row: dict[str, Any], det: Detected, conversational: bool, base_
     return out
 
 
+def _placeholders(row: dict[str, Any], det: Detected) -> int:
+    """How many <image> placeholders the row's text holds (ShareGPT / LLaVA style)."""
+    count = 0
+    for role, col in det.mapping.items():
+        if role == "images":
+            continue
+        value = row.get(col)
+        if isinstance(value, str):
+            count += value.count("<image>")
+        elif isinstance(value, list):
+            for turn in value:
+                if isinstance(turn, dict):
+                    text = turn.get("content", turn.get("value"))
+                    if isinstance(text, str):
+                        count += text.count("<image>")
+    return count
+
+
 def convert_rows(rows: list[dict[str, Any]], det: Detected, *, conversational: bool, base_dir: Path | None,
-                 line_numbers: list[int] | None = None) -> Converted:
+                 line_numbers: list[int] | None = None, check_images: bool = True) -> Converted:
     out, kept, problems = [], [], []
+    checker = _ImageChecker() if check_images else None
     for i, row in enumerate(rows):
         try:
-            out.append(_convert_row(row, det, conversational, base_dir))
+            converted = _convert_row(row, det, conversational, base_dir)
+            images = converted.get("images") or []
+            marks = _placeholders(row, det)
+            if marks and marks != len(images):
+                raise _RowError(det.mapping.get("images"), f"the text has {marks} <image> placeholder"
+                                f"{'s' if marks != 1 else ''} but the row has {len(images)} image"
+                                f"{'s' if len(images) != 1 else ''}")
+            if checker is not None:
+                for image in images:
+                    problem = checker.problem(image)
+                    if problem:
+                        raise _RowError(det.mapping.get("images"), problem)
+            out.append(converted)
             kept.append(i)
         except _RowError as err:
             line = line_numbers[i] if line_numbers else None

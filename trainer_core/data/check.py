@@ -1,0 +1,184 @@
+"""`vlmtune data check`: load, detect, validate, measure and preview a dataset, as one report.
+
+Every problem the data has ends up in `problems` with its row, line and column; nothing here raises for
+bad data. Previews show a row as the model will see it (through the chat template) when a model is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer_core.data.formats import detect_format
+from trainer_core.data.problems import DataError, DataProblem
+from trainer_core.data.sources import read_rows
+from trainer_core.data.stats import DataStats, stats_from_rows
+from trainer_core.data.to_trl import convert_rows
+
+
+@dataclass
+class CheckReport:
+    source: str
+    task: str
+    ok: bool = False
+    format: str | None = None
+    format_description: str = ""
+    rows: int = 0
+    valid_rows: int = 0
+    columns: dict[str, str] = field(default_factory=dict)  # role -> column
+    columns_found: list[str] = field(default_factory=list)
+    images: dict[str, Any] = field(default_factory=dict)
+    problems: list[DataProblem] = field(default_factory=list)
+    stats: DataStats | None = None
+    previews: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok, "source": self.source, "task": self.task, "format": self.format, "rows": self.rows,
+            "valid_rows": self.valid_rows, "columns": self.columns, "columns_found": self.columns_found,
+            "images": self.images, "problems": [p.to_dict() for p in self.problems],
+            "stats": self.stats.to_dict() if self.stats else None, "previews": self.previews,
+        }
+
+
+def render_plain(row: dict[str, Any]) -> str:
+    """A TRL-format row as readable turns, images named where they go."""
+    images = [i.get("path") or "<embedded image>" for i in row.get("images", [])]
+    lines = [f"[image: {Path(i).name if i != '<embedded image>' else i}]" for i in images]
+
+    def turns(value: Any, label: str | None = None) -> None:
+        if isinstance(value, str):
+            lines.append(f"{label or 'text'}: {value}")
+            return
+        for t in value:
+            lines.append(f"{label or t['role']}: {t['content']}")
+
+    if "messages" in row:
+        turns(row["messages"])
+    elif "text" in row:
+        turns(row["text"])
+    else:
+        turns(row["prompt"], None if not isinstance(row["prompt"], str) else "prompt")
+        if "completion" in row:
+            turns(row["completion"], "completion" if isinstance(row["completion"], str) else None)
+        else:
+            turns(row["chosen"], "chosen")
+            turns(row["rejected"], "rejected")
+    return "\n".join(lines)
+
+
+def render_templated(row: dict[str, Any], processing_class: Any, is_vlm: bool) -> str:
+    """The row through the model's chat template: exactly the text the model trains on."""
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    template_owner = processing_class if is_vlm else tokenizer
+    if not getattr(template_owner, "chat_template", None):
+        return render_plain(row)
+    n_images = len(row.get("images", []))
+
+    def structured(turns: list[dict[str, str]]) -> list[dict[str, Any]]:
+        out, placed = [], False
+        for t in turns:
+            parts: list[dict[str, Any]] = []
+            if is_vlm and t["role"] == "user" and not placed:
+                parts += [{"type": "image"}] * n_images
+                placed = True
+            parts.append({"type": "text", "text": t["content"]})
+            out.append({"role": t["role"], "content": parts if is_vlm else t["content"]})
+        return out
+
+    def template(turns: list[dict[str, str]]) -> str:
+        return template_owner.apply_chat_template(structured(turns), tokenize=False)
+
+    if "messages" in row:
+        return template(row["messages"])
+    if "text" in row or isinstance(row.get("prompt"), str):
+        return render_plain(row)
+    if "completion" in row:
+        return template(row["prompt"] + row["completion"])
+    return "\n".join([f"chosen:\n{template(row['prompt'] + row['chosen'])}",
+                      f"rejected:\n{template(row['prompt'] + row['rejected'])}"])
+
+
+def check_data(path: str, task: str, *, columns: dict[str, str] | None = None, fmt: str = "auto",
+               model: str | None = None, preview: int = 3, limit: int | None = None,
+               image_dir: str | None = None, subset: str | None = None, split: str = "train") -> CheckReport:
+    report = CheckReport(source=path, task=task)
+    try:
+        raw = read_rows(path, limit=limit, subset=subset, split=split)
+        report.rows = len(raw.rows)
+        report.columns_found = raw.columns
+        detected = detect_format(raw.columns, task, fmt, columns, source=raw.source)
+    except DataError as err:
+        report.problems = err.problems
+        return report
+    report.format = detected.format.name
+    report.format_description = detected.format.description
+    report.columns = detected.mapping
+    processing_class, is_vlm = None, False
+    if model:
+        from trainer_core.loading import is_vision_config, load_config, load_processing_class
+
+        config = load_config(model)
+        is_vlm = is_vision_config(config)
+        processing_class, _ = load_processing_class(model, is_vlm)
+    base = Path(image_dir) if image_dir else raw.base_dir
+    converted = convert_rows(raw.rows, detected, conversational=True, base_dir=base, line_numbers=raw.line_numbers)
+    report.problems = converted.problems
+    report.valid_rows = len(converted.rows)
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    report.stats = stats_from_rows(converted.rows, report.rows, detected.format.name, tokenizer)
+    n_images = sum(len(r.get("images", [])) for r in converted.rows)
+    report.images = {
+        "count": n_images,
+        "rows_with_images": sum(1 for r in converted.rows if r.get("images")),
+        "width": vars(report.stats.image_width), "height": vars(report.stats.image_height),
+    }
+    if model and is_vlm and n_images:
+        from trainer_core.image_tokens import image_cost, processor_image_cost
+
+        w, h = report.stats.image_width.p95 or None, report.stats.image_height.p95 or None
+        cost = processor_image_cost(processing_class, w, h) or image_cost(config, w, h)
+        report.images["tokens_per_image"] = cost.tokens
+        report.images["tokens_how"] = cost.how
+    for row in converted.rows[:preview]:
+        report.previews.append(render_templated(row, processing_class, is_vlm) if processing_class is not None
+                               else render_plain(row))
+    report.ok = not report.problems and report.valid_rows > 0
+    if report.valid_rows == 0 and not report.problems:
+        report.problems = [DataProblem(None, None, "no rows")]
+    return report
+
+
+def format_report(r: CheckReport, max_problems: int = 30) -> str:
+    lines = [f"{r.source}: {r.rows} rows"]
+    if r.format:
+        lines.append(f"format     {r.format} ({r.format_description})")
+        lines.append("columns    " + ", ".join(f"{role} <- {col!r}" for role, col in r.columns.items()))
+        others = [c for c in r.columns_found if c not in r.columns.values()]
+        if others:
+            lines.append(f"ignored    {', '.join(others)}")
+    if r.images.get("count"):
+        w, h = r.images["width"], r.images["height"]
+        lines.append(f"images     {r.images['count']} in {r.images['rows_with_images']} rows; width p50/p95/max "
+                     f"{w['p50']}/{w['p95']}/{w['max']}, height {h['p50']}/{h['p95']}/{h['max']}")
+        if "tokens_per_image" in r.images:
+            lines.append(f"           {r.images['tokens_per_image']} tokens per image ({r.images['tokens_how']})")
+    if r.stats:
+        s = r.stats
+        lines.append(f"tokens     prompt p50/p95/max {s.prompt_tokens.p50}/{s.prompt_tokens.p95}/{s.prompt_tokens.max}, "
+                     f"answer {s.answer_tokens.p50}/{s.answer_tokens.p95}/{s.answer_tokens.max} ({s.token_source})")
+    for i, text in enumerate(r.previews):
+        lines.append(f"--- example {i + 1}")
+        lines.extend("    " + ln for ln in text.splitlines())
+    if r.problems:
+        lines.append(f"problems   {len(r.problems)}")
+        lines.extend(f"  - {p}" for p in r.problems[:max_problems])
+        if len(r.problems) > max_problems:
+            lines.append(f"  ... and {len(r.problems) - max_problems} more (--json lists all)")
+        if r.valid_rows:
+            lines.append(f"{r.valid_rows} of {r.rows} rows are usable; fix the others or train with "
+                         "data.skip_invalid: true")
+    else:
+        lines.append("ok: no problems")
+    return "\n".join(lines)
