@@ -129,6 +129,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         build_demo(root)
     else:
         print(f"using the demo in {paths.root} (--force rebuilds it)", file=sys.stderr)
+    if not args.headless and not args.no_app:
+        from tui.app import run_app
+
+        run_app(preset_folders=[paths.presets, Path("presets")], run_folders=[paths.runs, Path("runs")],
+                presets_dir=Path("presets"))
+        return EXIT_OK
     if not args.headless:
         print(f"tiny demo ready in {paths.root}:\n"
               f"  model       {paths.model}  (SmolVLM architecture, random init)\n"
@@ -346,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="vlmtune-demo", help="folder (default: ./vlmtune-demo)")
     p.add_argument("--headless", action="store_true", help="also train demo-sft and demo-dpo")
     p.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    p.add_argument("--no-app", action="store_true", help="only build it and print what it made")
     add_set(p)
     p.set_defaults(func=cmd_demo)
     return parser
@@ -355,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
+        from tui.app import run_app
+
+        run_app()
         return EXIT_OK
     from trainer_core.data.problems import DataError
     from trainer_core.presets import PresetError

@@ -32,6 +32,7 @@ class CheckReport:
     problems: list[DataProblem] = field(default_factory=list)
     stats: DataStats | None = None
     previews: list[str] = field(default_factory=list)
+    first_image: str | None = None  # a local image of the first previewed row, to show it
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -141,6 +142,8 @@ def check_data(path: str, task: str, *, columns: dict[str, str] | None = None, f
         cost = processor_image_cost(processing_class, w, h) or image_cost(config, w, h)
         report.images["tokens_per_image"] = cost.tokens
         report.images["tokens_how"] = cost.how
+    report.first_image = next((i["path"] for r in converted.rows[:max(1, preview)] for i in r.get("images", [])
+                               if i.get("path")), None)
     for row in converted.rows[:preview]:
         report.previews.append(render_templated(row, processing_class, is_vlm) if processing_class is not None
                                else render_plain(row))

@@ -1,0 +1,210 @@
+"""The vlmtune app: a stepper from an empty terminal to a saved preset that fits, and a training run.
+
+Imports only Textual and light trainer_core modules at start (the first frame must not wait for torch);
+the probe, model inspection, data checks, planning and training run in thread workers.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, ContentSwitcher, Footer, Header, Label, ListItem, ListView, Static
+
+from tui.state import STEP_TITLES, STEPS, WizardState
+from tui.steps import DataStep, MachineStep, ModelStep, PlanStep, ReviewStep, StartStep, Step
+
+STARTED = time.perf_counter()
+
+
+class ConfirmQuit(ModalScreen[bool]):
+    BINDINGS = [("escape", "dismiss(False)", "Stay")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm"):
+            yield Label("A run is training. Quit anyway? (it stops at the next step and saves a checkpoint)")
+            with Horizontal(classes="row"):
+                yield Button("Stop and quit", id="yes", variant="error")
+                yield Button("Stay", id="no", variant="primary")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class VlmtuneApp(App):
+    CSS_PATH = "styles/app.tcss"
+    TITLE = "vlmtune"
+    SUB_TITLE = "fine-tune VLMs and LLMs"
+    BINDINGS = [
+        Binding("ctrl+n", "next", "Next"),
+        Binding("ctrl+b", "back", "Back"),
+        Binding("ctrl+s", "save", "Save preset"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(self, *, preset_folders: list[Path] | None = None, run_folders: list[Path] | None = None,
+                 presets_dir: Path | None = None, machine: Any = None, open_preset: Path | None = None) -> None:
+        super().__init__()
+        self.state = WizardState(machine=machine)
+        self.presets_dir = presets_dir or Path("presets")
+        self.preset_folders = preset_folders or [self.presets_dir]
+        self.run_folders = run_folders or [Path("runs")]
+        self.open_preset = open_preset
+        self.training = False
+        self.stop_signal = None
+        self.last_result = None
+        self._latest: dict[str, Any] = {}
+        self.startup_ms: float | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="main"):
+            yield ListView(*[ListItem(Label(f"{i + 1}. {STEP_TITLES[s]}"), id=f"nav-{s}")
+                             for i, s in enumerate(STEPS)], id="stepper")
+            with Vertical(id="body"):
+                yield Static("", id="step-title")
+                with ContentSwitcher(initial="start", id="steps"):
+                    yield StartStep(id="start")
+                    yield MachineStep(id="machine")
+                    yield ModelStep(id="model")
+                    yield DataStep(id="data")
+                    yield PlanStep(id="plan")
+                    yield ReviewStep(id="review")
+                yield Static("", id="blocked")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.startup_ms = (time.perf_counter() - STARTED) * 1000
+        self._show_title("start")
+        self.set_interval(0.1, self._drain_progress)  # redraw progress at most 10 times a second
+        if self.open_preset is not None:
+            self.state.load_preset_file(self.open_preset)
+            self.goto("machine")
+
+    # ------------------------------------------------------------------ navigation
+
+    @property
+    def current(self) -> str:
+        return self.query_one("#steps", ContentSwitcher).current or "start"
+
+    def step(self, step_id: str) -> Step:
+        return self.query_one(f"#{step_id}", Step)
+
+    def goto(self, step_id: str) -> None:
+        here = self.current
+        target = STEPS.index(step_id)
+        # Going forward passes every step in between: each must be satisfied.
+        for s in STEPS[STEPS.index(here):target]:
+            reason = self.step(s).blocked()
+            if reason:
+                self._block(s, reason)
+                return
+        self.query_one("#steps", ContentSwitcher).current = step_id
+        self.query_one("#stepper", ListView).index = target
+        self._show_title(step_id)
+        self.query_one("#blocked", Static).update("")
+        self.step(step_id).on_show_step()
+
+    def _block(self, step_id: str, reason: str) -> None:
+        if self.current != step_id:
+            self.query_one("#steps", ContentSwitcher).current = step_id
+            self.query_one("#stepper", ListView).index = STEPS.index(step_id)
+            self._show_title(step_id)
+            self.step(step_id).on_show_step()
+        self.query_one("#blocked", Static).update(f"Can't go on yet: {reason}")
+
+    def _show_title(self, step_id: str) -> None:
+        i = STEPS.index(step_id)
+        self.query_one("#step-title", Static).update(f"Step {i + 1} of {len(STEPS)}: {STEP_TITLES[step_id]}")
+
+    def action_next(self) -> None:
+        i = STEPS.index(self.current)
+        if i + 1 < len(STEPS):
+            self.goto(STEPS[i + 1])
+
+    def action_back(self) -> None:
+        i = STEPS.index(self.current)
+        if i > 0:
+            self.goto(STEPS[i - 1])
+
+    def action_save(self) -> None:
+        self.goto("review") if self.current != "review" else self.step("review").save()
+
+    def on_list_view_selected(self, event: ListView.Selected) -> None:
+        if event.list_view.id == "stepper" and event.item and event.item.id:
+            target = event.item.id.removeprefix("nav-")
+            if target != self.current:
+                self.goto(target)
+
+    def get_system_commands(self, screen):  # noqa: ANN001, ANN201
+        yield from super().get_system_commands(screen)
+        for s in STEPS:
+            yield SystemCommand(f"Go to: {STEP_TITLES[s]}", f"Open step {STEPS.index(s) + 1}",
+                                lambda s=s: self.goto(s))
+        yield SystemCommand("Save preset", "Save the preset (Review step)", self.action_save)
+
+    # ------------------------------------------------------------------ training (hosted on the App)
+
+    def start_training(self, preset) -> None:  # noqa: ANN001
+        from trainer_core.events import StopSignal
+
+        self.training = True
+        self.stop_signal = StopSignal()
+        self._train(preset)
+
+    @work(thread=True, exclusive=True, group="train", exit_on_error=False)
+    def _train(self, preset) -> None:  # noqa: ANN001
+        import contextlib
+        import io
+
+        from trainer_core.events import EventStream, RunFinished, RunStarted, StepLogged
+        from trainer_core.train import run_training
+
+        events = EventStream()
+
+        def latest(event) -> None:  # noqa: ANN001
+            # The newest state wins; the UI timer draws it (never more than 10 times a second).
+            if isinstance(event, RunStarted):
+                self._latest.update(total=event.max_steps, status=f"training in {event.run_dir}")
+            elif isinstance(event, StepLogged):
+                self._latest.update(step=event.step, total=event.max_steps, loss=event.loss)
+            elif isinstance(event, RunFinished):
+                self._latest.update(status=f"{event.status} after {event.steps} steps"
+                                    + (f": {event.error}" if event.error else f" — {event.run_dir}"))
+
+        events.subscribe(latest)
+        # Libraries print to stdout/stderr; that must not scribble over the screen.
+        sink = io.StringIO()
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            self.last_result = run_training(preset, events=events, stop=self.stop_signal)
+        self.training = False
+
+    def _drain_progress(self) -> None:
+        if not self._latest:
+            return
+        d, self._latest = self._latest, {}
+        review = self.step("review")
+        self._progress = {**getattr(self, "_progress", {}), **d}
+        p = self._progress
+        review.show_progress(p.get("step", 0), p.get("total", 1), p.get("loss"), p.get("status", "training"))
+
+    async def action_quit(self) -> None:
+        if self.training:
+            def answer(stop: bool | None) -> None:
+                if stop and self.stop_signal is not None:
+                    self.stop_signal.request("quit from the app")
+                    self.exit()
+
+            self.push_screen(ConfirmQuit(), answer)
+            return
+        self.exit()
+
+
+def run_app(**kwargs: Any) -> None:
+    VlmtuneApp(**kwargs).run()

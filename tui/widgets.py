@@ -1,0 +1,76 @@
+"""Small widgets that only turn state into pixels: the memory bar and a half-block image preview."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual.strip import Strip
+from textual.widget import Widget
+from textual.widgets import Static
+
+COMPONENT_COLOURS = {
+    "weights": "#4e79a7", "lora": "#f28e2b", "gradients": "#e15759", "optimizer": "#76b7b2",
+    "activations": "#59a14f", "vision_activations": "#edc948", "logits": "#b07aa1", "vision_forward": "#ff9da7",
+    "transient": "#9c755f",
+}
+
+
+class MemoryBar(Static):
+    """Estimated memory per component, stacked against the memory available; red when it does not fit."""
+
+    def show(self, components: dict[str, int], required: int, available: int, reason: str = "") -> None:
+        width = max(20, (self.size.width or 60) - 2)
+        scale = max(required, available, 1)
+        bar = Text()
+        used = 0
+        for name, value in components.items():
+            cells = round(value / scale * width)
+            if cells:
+                bar.append("█" * cells, style=COMPONENT_COLOURS.get(name, "white"))
+                used += cells
+        slack = round(available / scale * width) - used
+        if slack > 0:
+            bar.append("░" * slack, style="grey50")
+        fits = required <= available
+        legend = Text("  ".join(f"{n} {v / 2**30:.1f}G" for n, v in components.items() if v >= 2**26))
+        status = Text(f"needs {required / 2**30:.1f} GiB of {available / 2**30:.1f} GiB: "
+                      f"{'fits' if fits else 'does NOT fit'}", style="bold green" if fits else "bold red")
+        if not fits and reason:
+            status.append(f"  {reason}", style="red")
+        self.set_class(not fits, "-over")
+        self.update(Text("\n").join([bar, legend, status]))
+
+
+class ImagePreview(Widget):
+    """An image drawn with half-block characters: two pixels per cell, works in any truecolor terminal."""
+
+    DEFAULT_CSS = "ImagePreview { height: 8; width: 32; }"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._rows: list[list[tuple[tuple[int, int, int], tuple[int, int, int]]]] = []
+
+    def load(self, path: str | None) -> None:
+        self._rows = []
+        if path:
+            try:
+                from PIL import Image
+
+                with Image.open(path) as im:
+                    w = max(1, self.size.width or 32)
+                    h = max(1, (self.size.height or 8) * 2)
+                    img = im.convert("RGB").resize((w, h))
+                    px = img.load()
+                    self._rows = [[(px[x, y], px[x, y + 1]) for x in range(w)] for y in range(0, h - 1, 2)]
+            except OSError:
+                self._rows = []
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        if y >= len(self._rows):
+            return Strip.blank(self.size.width)
+        segments = [Segment("▀", Style(color=f"rgb{top}", bgcolor=f"rgb{bottom}")) for top, bottom in self._rows[y]]
+        return Strip(segments)
