@@ -22,9 +22,9 @@ def vlmtune(*args: str, cwd: Path | None = None, timeout: int = 300, env: dict |
 
 
 def imported_by(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", f"{code}\nimport sys; print(' '.join(sys.modules))"],
+    out = subprocess.run([sys.executable, "-c", f"{code}\nimport sys; print('MODULES:', ' '.join(sys.modules))"],
                          capture_output=True, text=True, check=True)
-    return set(out.stdout.split())
+    return set(out.stdout.rsplit("MODULES:", 1)[1].split())
 
 
 @pytest.mark.parametrize("flag", ["--help", "--version"])
@@ -61,6 +61,11 @@ def test_check_reports_preset_errors_with_exit_2(tmp_path):
     assert out.returncode == 2
     assert "trainig: unknown key; did you mean 'training'?" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_debug_flag_after_the_subcommand(tmp_path):
+    out = vlmtune("check", str(tmp_path / "nope.yaml"), "--debug")
+    assert "unrecognized arguments" not in out.stderr and "file not found" in out.stderr
 
 
 def test_train_missing_preset_file(tmp_path):

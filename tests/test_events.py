@@ -74,3 +74,41 @@ def test_recorder_writes_flat_metrics_rows(tmp_path):
     assert row["step"] == 1 and row["loss"] == 1.0 and row["memory_rss"] == 123 and row["entropy"] == 2.0
     kinds = [json.loads(x)["event"] for x in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert kinds == ["checkpoint", "run_finished"]
+
+
+def test_queue_subscriber_keeps_order_once_overflowing():
+    from trainer_core.events import LogMessage
+
+    q = QueueSubscriber(maxsize=1)
+    q(step(1))
+    q(LogMessage(level="warning", message="a"))  # overflows
+    q.queue.get_nowait()  # the consumer frees a slot...
+    q(RunFinished(status="completed", run_dir="r", steps=1, final_loss=0.1, adapter=None))  # ...but order holds
+    q(CheckpointSaved(step=1, path="p"))
+    assert [type(e).__name__ for e in q.drain()] == ["LogMessage", "RunFinished", "CheckpointSaved"]
+
+
+def test_an_incomplete_checkpoint_is_never_resumed(tmp_path):
+    from trainer_core.run_files import latest_checkpoint
+
+    for n, complete in ((5, True), (10, False)):
+        d = tmp_path / "checkpoints" / f"checkpoint-{n}"
+        d.mkdir(parents=True)
+        if complete:
+            (d / "trainer_state.json").write_text("{}")
+    assert latest_checkpoint(tmp_path).name == "checkpoint-5"
+
+
+def test_atomic_files_are_readable_like_any_other(tmp_path):
+    import os
+
+    from trainer_core.atomic import atomic_write_dir, atomic_write_text
+
+    mask = os.umask(0o022)
+    try:
+        f = atomic_write_text(tmp_path / "a.yaml", "x: 1\n")
+        d = atomic_write_dir(tmp_path / "adapter", lambda p: (p / "w").write_text("w"))
+    finally:
+        os.umask(mask)
+    assert f.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    assert d.stat().st_mode & 0o777 == 0o755  # not mkdtemp's 0700

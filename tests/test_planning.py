@@ -104,6 +104,19 @@ def test_image_tokens_per_architecture():
     assert image_cost(known_config("llava-hf/llava-1.5-7b-hf"), 1000, 700).tokens == 576
 
 
+def test_image_tokens_survive_unusual_configs():
+    from types import SimpleNamespace
+
+    from trainer_core.image_tokens import image_cost
+
+    internvl_like = SimpleNamespace(model_type="internvl", vision_config=SimpleNamespace(image_size=(448, 448),
+                                                                                         patch_size=(14, 14)))
+    assert image_cost(internvl_like).tokens == 1024
+    gemma_like = SimpleNamespace(model_type="gemma3", mm_tokens_per_image=256,
+                                 vision_config=SimpleNamespace(image_size=896, patch_size=14))
+    assert image_cost(gemma_like).tokens == 256
+
+
 def test_registry_breakdown(registry):
     info = registry(SMOLVLM)
     assert info.source == "registry" and info.is_vlm

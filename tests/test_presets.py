@@ -168,3 +168,23 @@ def test_shipped_presets_are_valid(path):
 def test_demo_presets_are_valid(demo):
     for path in demo.presets.glob("*.yaml"):
         assert load_preset(path).training.max_steps > 0
+
+
+def test_set_overrides_a_trl_alias_in_the_file(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump({**MINIMAL, "training": {"per_device_train_batch_size": 2}}))
+    assert load_preset(f, ["training.micro_batch_size=8"]).training.micro_batch_size == 8
+
+
+def test_invalid_required_value_is_reported_once():
+    msg = problems({**MINIMAL, "task": "sfT"})
+    assert "task: 'sfT' is not one of" in msg and "task: required field is missing" not in msg
+
+
+def test_non_finite_numbers_are_refused():
+    assert "expected a number" in problems({**MINIMAL, "training": {"learning_rate": "inf"}})
+
+
+def test_fp16_full_fine_tuning_is_refused():
+    msg = problems({**MINIMAL, "precision": "fp16", "lora": {"enabled": False}})
+    assert "precision: full fine-tuning in fp16 fails" in msg

@@ -225,3 +225,14 @@ def test_export_merges_to_the_same_logits(demo_preset, tmp_path):
     with torch.no_grad(), tuned.disable_adapter():
         c = tuned(**inputs).logits
     assert not torch.allclose(a.float(), c.float(), atol=10 * atol)
+
+
+def test_dpo_loss_type_typo_fails_before_loading(demo_preset):
+    result = run_training(demo_preset("demo-dpo", "dpo.loss_type=sigmoidd"))
+    assert result.status == "failed"
+    assert "dpo.loss_type: 'sigmoidd' is not known; did you mean 'sigmoid'?" in result.error
+
+
+def test_engine_owned_arguments_cannot_come_through_extra(demo_preset):
+    result = run_training(demo_preset("demo-sft", "training.extra={output_dir: /tmp/elsewhere}"))
+    assert "training.extra.output_dir: set by vlmtune itself" in result.error

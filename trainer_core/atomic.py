@@ -10,12 +10,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# Read once at import: os.umask can only be read by setting it, which would race with other threads later.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def _umask() -> int:
+    return _UMASK
+
 
 def atomic_write_text(path: Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the file should be readable like any other
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -37,6 +46,7 @@ def atomic_write_dir(path: Path, fill: Callable[[Path], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700: a served/shared model must be readable
         fill(tmp)
         old = None
         if path.exists():

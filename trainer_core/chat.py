@@ -156,14 +156,26 @@ def stream(model: Any, processing_class: Any, is_vlm: bool, messages: list[dict[
         def __call__(self, input_ids, scores, **kwargs):  # noqa: ANN001
             return bool(stop and stop.is_set())
 
+    stop = stop or threading.Event()
     kwargs = {**inputs, **_gen_kwargs(settings, tokenizer), "streamer": streamer,
               "stopping_criteria": StoppingCriteriaList([_Stop()])}
+    failure: list[BaseException] = []
 
     def run() -> None:
-        with torch.no_grad():
-            model.generate(**kwargs)
+        try:
+            with torch.no_grad():
+                model.generate(**kwargs)
+        except BaseException as exc:  # handed to the consumer below
+            failure.append(exc)
+            streamer.end()  # without the end marker the consumer would wait forever
 
+    model.eval()
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    yield from streamer
-    thread.join()
+    try:
+        yield from streamer
+    finally:
+        stop.set()  # a consumer that leaves early stops the generation too
+        thread.join()
+    if failure:
+        raise failure[0]

@@ -82,7 +82,7 @@ class ConsoleProgress:
                                    loss="-", lr="-", speed="")
         elif isinstance(event, StepLogged) and self.task is not None:
             speed = f"{event.samples_per_second:.1f} samples/s" if event.samples_per_second else ""
-            p.update(self.task, completed=event.step, loss=f"{event.loss:.4f}" if event.loss is not None else "-",
+            p.update(self.task, total=event.max_steps, completed=event.step, loss=f"{event.loss:.4f}" if event.loss is not None else "-",
                      lr=f"{event.learning_rate:.2e}" if event.learning_rate is not None else "-", speed=speed)
         elif isinstance(event, EvalLogged):
             shown = ", ".join(f"{k}={v:.4f}" for k, v in event.metrics.items() if k in ("eval_loss",) or

@@ -148,8 +148,8 @@ class EventStream:
 class QueueSubscriber:
     """Hands events to another thread through a bounded queue; never blocks the emitter.
 
-    When the consumer falls behind, step events are dropped (the newest one always gets through on the
-    next put); the others (samples, checkpoints, the end of the run) are never dropped.
+    When the consumer falls behind, step events are dropped; the others (samples, checkpoints, the end of
+    the run) are kept, in order, in an overflow list that `drain` returns after the queue's contents.
     """
 
     def __init__(self, maxsize: int = 1024) -> None:
@@ -159,14 +159,20 @@ class QueueSubscriber:
         self._lock = threading.Lock()
 
     def __call__(self, event: Event) -> None:
-        try:
-            self.queue.put_nowait(event)
-        except queue.Full:
-            if isinstance(event, StepLogged):
-                self.dropped += 1
-            else:
-                with self._lock:
-                    self._overflow.append(event)
+        with self._lock:
+            overflowing = bool(self._overflow)
+        if not overflowing:
+            try:
+                self.queue.put_nowait(event)
+                return
+            except queue.Full:
+                pass
+        # Once overflowing, everything goes behind what already overflowed, so order is kept.
+        if isinstance(event, StepLogged):
+            self.dropped += 1
+        else:
+            with self._lock:
+                self._overflow.append(event)
 
     def drain(self) -> list[Event]:
         out: list[Event] = []

@@ -13,9 +13,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-# Qwen2-VL's preprocessor defaults (min_pixels, max_pixels); fine-tuning recipes often lower max_pixels.
+# Qwen2-VL's published preprocessor_config.json (min_pixels, max_pixels); recipes often lower max_pixels.
 QWEN_MIN_PIXELS = 56 * 56
-QWEN_MAX_PIXELS = 28 * 28 * 1280
+QWEN_MAX_PIXELS = 12845056
 DEFAULT_IMAGE_SIZE = (768, 768)  # when the data gives no sizes: a typical chart / photo
 
 
@@ -30,8 +30,8 @@ class ImageCost:
 def _idefics3(config: Any, width: int, height: int, splitting: bool = True,
               longest_edge: int | None = None) -> ImageCost:
     v = config.vision_config
-    tile = v.image_size
-    per_tile_patches = (v.image_size // v.patch_size) ** 2
+    tile = _side(v.image_size)
+    per_tile_patches = (tile // _side(v.patch_size)) ** 2
     per_tile_tokens = per_tile_patches // (config.scale_factor**2)
     if not splitting:
         return ImageCost(per_tile_tokens, per_tile_patches, f"1 tile of {tile}px x {per_tile_tokens} tokens")
@@ -76,6 +76,11 @@ def image_cost(config: Any, width: int | None = None, height: int | None = None,
     width, height = width or DEFAULT_IMAGE_SIZE[0], height or DEFAULT_IMAGE_SIZE[1]
     processor = processor or {}
     kind = config.model_type
+    if getattr(config, "mm_tokens_per_image", None):  # Gemma 3: pooled to a fixed count
+        n = int(config.mm_tokens_per_image)
+        v = config.vision_config
+        patches = (_side(v.image_size) // _side(v.patch_size)) ** 2
+        return ImageCost(n, patches, f"fixed {n} tokens per image")
     if kind in ("idefics3", "smolvlm"):
         size = processor.get("size") or {}
         return _idefics3(config, width, height, processor.get("do_image_splitting", True), size.get("longest_edge"))
@@ -83,9 +88,15 @@ def image_cost(config: Any, width: int | None = None, height: int | None = None,
         return _qwen_vl(config, width, height, processor.get("max_pixels", QWEN_MAX_PIXELS))
     v = getattr(config, "vision_config", None)
     if v is not None and getattr(v, "image_size", None) and getattr(v, "patch_size", None):
-        n = (v.image_size // v.patch_size) ** 2
-        return ImageCost(n, n, f"fixed {v.image_size}px, {n} patches (one token each)")
+        side = _side(v.image_size)
+        n = (side // _side(v.patch_size)) ** 2
+        return ImageCost(n, n, f"fixed {side}px, {n} patches (one token each)")
     return ImageCost(0, 0, "text-only model")
+
+
+def _side(size: Any) -> int:
+    """Configs give sizes as an int or as (height, width) (InternVL): the larger side."""
+    return max(size) if isinstance(size, (list, tuple)) else int(size)
 
 
 def processor_image_cost(processor: Any, width: int | None = None, height: int | None = None) -> ImageCost | None:
@@ -98,8 +109,11 @@ def processor_image_cost(processor: Any, width: int | None = None, height: int |
     if token_id is None or not getattr(processor, "chat_template", None):
         return None
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "x"}]}]
-    text = processor.apply_chat_template(messages, add_generation_prompt=True)
-    enc = processor(text=[text], images=[[Image.new("RGB", (width, height))]], return_tensors="pt")
+    try:
+        text = processor.apply_chat_template(messages, add_generation_prompt=True)
+        enc = processor(text=[text], images=[[Image.new("RGB", (width, height))]], return_tensors="pt")
+    except Exception:  # a processor with other expectations: the caller falls back to the config's count
+        return None
     tokens = int((enc["input_ids"][0] == token_id).sum())
     pixels = enc.get("pixel_values")
     tiles = int(pixels.shape[1]) if pixels is not None and pixels.dim() == 5 else 1

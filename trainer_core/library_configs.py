@@ -14,6 +14,14 @@ from typing import Any
 
 from trainer_core.presets import Preset, PresetError, PresetProblem
 
+# TRL 1.16's DPO losses (DPOTrainer._compute_loss).
+DPO_LOSSES = ["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"]
+# Arguments the engine owns: changing them through `extra` would break resume, logging or progress.
+ENGINE_ARGS = {"output_dir", "report_to", "disable_tqdm", "save_strategy", "logging_dir", "resume_from_checkpoint",
+               "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "max_steps",
+               "num_train_epochs", "bf16", "fp16"}
+
 
 def _check_choice(value: str, valid: list[str], path: str) -> None:
     if value not in valid:
@@ -83,18 +91,27 @@ def trainer_args(preset: Preset, *, checkpoints_dir: Path, precision: str, has_e
     else:
         from trl import DPOConfig as Config
 
+        # DPOConfig takes any string and TRL only objects at the first step: check before loading anything.
+        _check_choice(preset.dpo.loss_type, DPO_LOSSES, "dpo.loss_type")
         common["beta"] = preset.dpo.beta
         common["loss_type"] = [preset.dpo.loss_type]
     valid = {f.name for f in dataclasses.fields(Config)}
+    extra = dict(t.extra)
+    owned = sorted(k for k in extra if k in ENGINE_ARGS)
+    if owned:
+        raise PresetError([PresetProblem(f"training.extra.{k}", "set by vlmtune itself; use the preset's own "
+                                                                "field (training.*, precision) instead")
+                           for k in owned])
+    gc_on = bool(extra.pop("gradient_checkpointing", extra.pop("activation_checkpointing", t.gradient_checkpointing)))
     # transformers 5.2x renamed gradient_checkpointing to activation_checkpointing (the old name warns).
     # Non-reentrant checkpointing is the one that works with LoRA under DDP.
-    ckpt_kwargs = {"use_reentrant": False} if t.gradient_checkpointing else None
+    ckpt_kwargs = {"use_reentrant": False} if gc_on else None
     if "activation_checkpointing" in valid:
-        common.update(activation_checkpointing=t.gradient_checkpointing, activation_checkpointing_kwargs=ckpt_kwargs,
+        common.update(activation_checkpointing=gc_on, activation_checkpointing_kwargs=ckpt_kwargs,
                       gradient_checkpointing=None, gradient_checkpointing_kwargs=None)
     else:
-        common.update(gradient_checkpointing=t.gradient_checkpointing, gradient_checkpointing_kwargs=ckpt_kwargs)
-    unknown = [k for k in t.extra if k not in valid]
+        common.update(gradient_checkpointing=gc_on, gradient_checkpointing_kwargs=ckpt_kwargs)
+    unknown = [k for k in extra if k not in valid]
     if unknown:
         problems = []
         for k in unknown:
@@ -103,7 +120,7 @@ def trainer_args(preset: Preset, *, checkpoints_dir: Path, precision: str, has_e
             problems.append(PresetProblem(f"training.extra.{k}", f"not a {Config.__name__} argument{hint}"))
         raise PresetError(problems)
     try:
-        return Config(**{**common, **t.extra})
+        return Config(**{**common, **extra})
     except (ValueError, TypeError) as exc:
         raise PresetError([PresetProblem(_guess_field(str(exc), preset), str(exc).splitlines()[0])]) from None
 

@@ -105,7 +105,8 @@ def cuda_available() -> bool:
 def bf16_supported() -> bool:
     import torch
 
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    # Without emulation: torch otherwise says yes on a T4/V100, where bf16 is emulated and very slow.
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 def resolve_precision(precision: str, quantization: str = "none") -> str:

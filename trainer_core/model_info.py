@@ -111,6 +111,9 @@ def _text_shape(config: Any) -> TextShape:
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     hidden = _get(text, "hidden_size", "n_embd")
     heads = _get(text, "num_attention_heads", "n_head")
+    if not hidden or not heads:
+        raise ValueError(f"{getattr(config, 'model_type', 'this model')}: no attention heads in its config; "
+                         "vlmtune plans attention-based decoders only")
     return TextShape(
         hidden_size=hidden,
         num_layers=_get(text, "num_hidden_layers", "n_layer"),

@@ -55,7 +55,7 @@ def target_for(machine: MachineInfo | None, gpu_mib: int | None = None, gpu_inde
 
 def goal_for(info: ModelInfo, config: Any, task: str, stats: DataStats | None, *, effective_batch: int = 16,
              max_length: int | None = None, lora_r: int = 16, lora_dropout: float = 0.05,
-             processor: Any = None) -> tuple[Goal, ImageCost | None]:
+             processor: Any = None, lora: Any = None) -> tuple[Goal, ImageCost | None]:
     image = None
     images_per_sample = 0.0
     if info.is_vlm:
@@ -82,14 +82,17 @@ def goal_for(info: ModelInfo, config: Any, task: str, stats: DataStats | None, *
         text = stats.prompt_tokens.max + stats.answer_tokens.max + TEMPLATE_TOKENS
     goal = Goal(task=task, effective_batch=effective_batch, text_tokens=text, answer_tokens=answer,
                 images_per_sample=images_per_sample, image_tokens_per_image=image.tokens if image else 0,
-                vision_patches_per_image=image.patches if image else 0, lora_r=lora_r, lora_dropout=lora_dropout)
+                vision_patches_per_image=image.patches if image else 0, lora_r=lora_r, lora_dropout=lora_dropout,
+                **({"lora": lora.enabled, "lora_targets": lora.target_modules,
+                    "train_vision_tower": lora.train_vision_tower} if lora is not None else {}))
     return goal, image
 
 
 def plan_for(model: str, task: str, *, data: str | None = None, gpu_mib: int | None = None,
              effective_batch: int = 16, max_length: int | None = None, machine: MachineInfo | None = None,
              trust_remote_code: bool = False, data_section: Any = None, lora_r: int = 16,
-             lora_dropout: float = 0.05) -> PlanReport:
+             lora_dropout: float = 0.05, lora: Any = None) -> PlanReport:
+    """`lora` is a preset's LoraSection: its mode, targets and vision setting are planned as they are."""
     from trainer_core.model_info import inspect_model, resolve_config
 
     config, _ = resolve_config(model, trust_remote_code=trust_remote_code)
@@ -107,7 +110,7 @@ def plan_for(model: str, task: str, *, data: str | None = None, gpu_mib: int | N
 
         machine = probe()
     goal, image = goal_for(info, config, task, stats, effective_batch=effective_batch, max_length=max_length,
-                           lora_r=lora_r, lora_dropout=lora_dropout,
+                           lora_r=lora_r, lora_dropout=lora_dropout, lora=lora,
                            processor=processor if info.is_vlm else None)
     plan = recommend(info, target_for(machine, gpu_mib), goal)
     return PlanReport(info, stats, image, goal, plan)
@@ -166,8 +169,8 @@ def plan_preset(report: PlanReport, base: dict[str, Any] | None, name: str, mode
                                         "data": {"path": data or "CHANGE-ME.jsonl"}})
     fields = report.plan.preset_fields()
     base_lora = (base or {}).get("lora") or {}
-    if base_lora.get("r", 16) == fields["lora"]["r"]:
-        fields["lora"] = {"enabled": True}  # keep the user's rank and alpha when the plan did not change them
+    if not fields["lora"]["enabled"] or base_lora.get("r", 16) == fields["lora"]["r"]:
+        fields["lora"] = {}  # keep the user's LoRA section when the plan did not change the rank
     for key, value in fields.items():
         if isinstance(value, dict):
             out[key] = {**(out.get(key) or {}), **value}
@@ -219,11 +222,15 @@ def probe_run(preset: Any, report: PlanReport, steps: int = 3) -> list[ProbeRun]
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
             result = run_training(trial)
+            status, error, oom = result.status, result.error, "out of memory" in (result.error or "")
+            del result  # its exception's frames hold the model and activations: free them before the next try
             peak = torch.cuda.max_memory_allocated()
+            if status == "failed" and not oom:
+                raise RuntimeError(f"the probe run failed: {error}")
             settings = dataclasses.replace(report.plan.settings, micro_batch_size=micro,
                                            gradient_accumulation_steps=max(1, effective // micro))
             predicted = estimate_memory(report.model, settings).peak_allocated
-            ok = result.status == "completed" and peak * (1 + FRAGMENTATION) + CUDA_CONTEXT_BYTES <= budget
+            ok = status == "completed" and peak * (1 + FRAGMENTATION) + CUDA_CONTEXT_BYTES <= budget
             runs.append(ProbeRun(micro, max(1, effective // micro), peak, predicted, ok))
             if ok or micro == 1:
                 return runs

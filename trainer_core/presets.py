@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -266,14 +267,16 @@ def _convert(value: Any, tp: Any, path: str, problems: list[PresetProblem]) -> A
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
         # YAML 1.1 reads `2e-4` (no dot) as text; accept it as the number the user meant.
         if isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
-                pass
+                number = None
+            if number is not None and math.isfinite(number):
+                return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -305,6 +308,7 @@ def _build(cls: type, raw: Any, path: str, problems: list[PresetProblem]) -> Any
     section = path.rsplit(".", 1)[-1] if path else ""
     aliases = ALIASES.get(section, {}) if cls is not Preset else {}
     kwargs: dict[str, Any] = {}
+    seen_as: dict[str, str] = {}
     failed = False
     for key, value in raw.items():
         name = aliases.get(key, key)
@@ -313,17 +317,18 @@ def _build(cls: type, raw: Any, path: str, problems: list[PresetProblem]) -> Any
             problems.append(PresetProblem(where, _unknown_key_message(str(key), list(fields) + list(aliases))))
             failed = True
             continue
-        if name in kwargs:
-            problems.append(PresetProblem(where, f"given twice (as {key!r} and as {name!r})"))
+        if name in seen_as:
+            problems.append(PresetProblem(where, f"given twice (as {seen_as[name]!r} and as {key!r}); keep one"))
             failed = True
             continue
+        seen_as[name] = key
         try:
             kwargs[name] = _convert(value, hints[name], where, problems)
         except _Invalid:
             failed = True
     for name, f in fields.items():
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if required and name not in kwargs and not any(aliases.get(k) == name for k in raw):
+        if required and name not in seen_as:  # present but invalid: its own problem is already listed
             where = f"{path}.{name}" if path else name
             problems.append(PresetProblem(where, f"required field is missing (expected {_type_name(hints[name])})"))
             failed = True
@@ -371,6 +376,9 @@ def _check_values(p: Preset) -> list[PresetProblem]:
     if p.quantization != "none" and not p.lora.enabled:
         out.append(PresetProblem("quantization", "quantized weights cannot be trained directly; enable lora "
                                  "(QLoRA) or set quantization: none for full fine-tuning"))
+    if p.precision == "fp16" and not p.lora.enabled:
+        out.append(PresetProblem("precision", "full fine-tuning in fp16 fails (fp16 weights cannot be unscaled "
+                                              "by the gradient scaler); use bf16, fp32, or LoRA"))
     if p.precision == "fp32" and p.quantization == "4bit":
         out.append(PresetProblem("precision", "4-bit (QLoRA) computes in bf16 or fp16; use precision: auto"))
     return out
@@ -424,6 +432,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 where = ".".join(keys[: i + 1])
                 raise PresetError([PresetProblem(where, f"is not a section, so --set {text} cannot go inside it")])
             node = child
+        # The override wins over the file whichever spelling (TRL alias or ours) the file used.
+        section_aliases = ALIASES.get(keys[-2], {}) if len(keys) >= 2 else {}
+        canonical = section_aliases.get(keys[-1], keys[-1])
+        for spelling in [canonical, *[a for a, c in section_aliases.items() if c == canonical]]:
+            node.pop(spelling, None)
         node[keys[-1]] = value
     return raw
 

@@ -24,7 +24,10 @@ class Goal:
     images_per_sample: float = 0.0
     image_tokens_per_image: int = 0
     vision_patches_per_image: int = 0
+    lora: bool = True  # false: full fine-tuning (every weight trains; no quantization possible)
     lora_r: int = 16
+    lora_targets: Any = "auto"
+    train_vision_tower: bool = False
     lora_dropout: float = 0.05  # the preset default; dropout keeps a mask per adapted input
     margin: float = 0.10  # share of the available memory kept free
 
@@ -69,7 +72,7 @@ class Plan:
             "task": s.task,
             "precision": s.precision,
             "quantization": s.quantization,
-            "lora": {"enabled": s.lora, "r": s.lora_r, "alpha": 2 * s.lora_r},
+            "lora": {"enabled": s.lora, "r": s.lora_r, "alpha": 2 * s.lora_r} if s.lora else {"enabled": False},
             "training": {
                 "micro_batch_size": s.micro_batch_size,
                 "gradient_accumulation_steps": s.gradient_accumulation_steps,
@@ -102,12 +105,13 @@ def gib(n: float) -> str:
 
 def _settings(goal: Goal, precision: str, quantization: str, gc: bool, micro: int, r: int) -> TrainSettings:
     return TrainSettings(
-        task=goal.task, precision=precision, quantization=quantization, lora=True, lora_r=r,
-        lora_dropout=goal.lora_dropout,
+        task=goal.task, precision=precision, quantization=quantization, lora=goal.lora, lora_r=r,
+        lora_targets=goal.lora_targets, train_vision_tower=goal.train_vision_tower, lora_dropout=goal.lora_dropout,
         micro_batch_size=micro, gradient_accumulation_steps=max(1, math.ceil(goal.effective_batch / micro)),
         text_tokens=goal.text_tokens, answer_tokens=goal.answer_tokens, images_per_sample=goal.images_per_sample,
         image_tokens_per_image=goal.image_tokens_per_image, vision_patches_per_image=goal.vision_patches_per_image,
-        gradient_checkpointing=gc, optimizer="paged_adamw_8bit" if quantization != "none" else "adamw_torch",
+        gradient_checkpointing=gc,
+        optimizer="paged_adamw_8bit" if quantization != "none" or not goal.lora else "adamw_torch",
     )
 
 
@@ -141,7 +145,7 @@ def _precision(target: Target) -> tuple[str, str]:
 def recommend(info: ModelInfo, target: Target, goal: Goal) -> Plan:
     precision, why_precision = _precision(target)
     budget = int(target.available_bytes * (1 - goal.margin))
-    quantizations = ["none", "4bit"] if target.backend == "cuda" else ["none"]
+    quantizations = ["none", "4bit"] if target.backend == "cuda" and goal.lora else ["none"]
     reasons: list[Reason] = [Reason("precision", precision, why_precision)]
     choice = None
     for q in quantizations:
@@ -156,7 +160,7 @@ def recommend(info: ModelInfo, target: Target, goal: Goal) -> Plan:
             choice = (q, True, micro_gc, est_gc)
         break
     r = goal.lora_r
-    if choice is None and target.backend == "cuda":  # last resorts: a smaller rank
+    if choice is None and target.backend == "cuda" and goal.lora:  # last resorts: a smaller rank
         for r in (8, 4):
             micro, est = _largest_fitting(info, goal, budget, precision, "4bit", True, r)
             if micro is not None:
@@ -196,21 +200,26 @@ def recommend(info: ModelInfo, target: Target, goal: Goal) -> Plan:
     reasons.append(Reason("gradient_accumulation_steps", s.gradient_accumulation_steps,
                           f"{micro} x {s.gradient_accumulation_steps} = effective batch "
                           f"{micro * s.gradient_accumulation_steps} (goal {goal.effective_batch})"))
-    reasons.append(Reason("lora.r", r, f"{info.lora_params(r):,} trainable parameters "
-                                       f"({gib(est.components['lora'] + est.components['optimizer'])} with optimizer "
-                                       "states)" + ("" if r == goal.lora_r else "; lowered to fit")))
+    if goal.lora:
+        reasons.append(Reason("lora.r", r, f"{est.trainable_params:,} trainable parameters "
+                                           f"({gib(est.components['lora'] + est.components['optimizer'])} with "
+                                           "optimizer states)" + ("" if r == goal.lora_r else "; lowered to fit")))
+    else:
+        reasons.append(Reason("lora", "disabled", f"full fine-tuning: all {est.trainable_params:,} parameters "
+                                                  f"train ({gib(est.components['optimizer'])} of optimizer states)"))
     reasons.append(Reason("optimizer", s.optimizer,
-                          "paged 8-bit AdamW, as QLoRA does: states in 8 bits, spikes paged to CPU"
+                          "paged 8-bit AdamW: states in 8 bits (2 bytes/parameter), spikes paged to CPU"
                           if s.optimizer.startswith("paged") else "AdamW: LoRA's optimizer states are small"))
     return Plan(True, target, s, est, reasons)
 
 
 def _no_fit(info: ModelInfo, target: Target, goal: Goal, precision: str, reasons: list[Reason],
             budget: int) -> Plan:
-    q = "4bit" if target.backend == "cuda" else "none"
+    q = "4bit" if target.backend == "cuda" and goal.lora else "none"
     s = _settings(goal, precision, q, True, 1, 8)
     est = estimate_memory(info, s)
-    suggestions = [f"the smallest configuration ({q} weights, gradient checkpointing, micro-batch 1, LoRA r=8) "
+    what = "LoRA r=8" if goal.lora else "full fine-tuning"
+    suggestions = [f"the smallest configuration ({q} weights, gradient checkpointing, micro-batch 1, {what}) "
                    f"needs {gib(est.required)}; {gib(budget)} is usable on {target.name}"]
     # How short would the sequences have to be?
     lo, hi = 16, goal.text_tokens

@@ -72,7 +72,10 @@ def new_run_dir(output_dir: str | Path, name: str) -> Path:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = [p for p in (run_dir / "checkpoints").glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()]
+    """The newest complete checkpoint. The Trainer writes trainer_state.json last, so a folder without it
+    was cut short (a second Ctrl-C, a kill, a full disk) and is passed over for the one before."""
+    ckpts = [p for p in (run_dir / "checkpoints").glob("checkpoint-*")
+             if p.is_dir() and p.name[11:].isdigit() and (p / "trainer_state.json").is_file()]
     return max(ckpts, key=lambda p: int(p.name[11:]), default=None)
 
 

@@ -8,6 +8,7 @@ error, and the exception is kept on the result for `--debug`.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import time
@@ -236,6 +237,15 @@ def count_parameters(model: Any) -> tuple[int, int]:
     return trainable, total
 
 
+def _planned_steps(trainer: Any, preset: Preset, world_size: int) -> int:
+    """Optimizer steps the run will take: max_steps, or what the epochs amount to."""
+    if trainer.args.max_steps > 0:
+        return trainer.args.max_steps
+    t = preset.training
+    per_step = t.micro_batch_size * t.gradient_accumulation_steps * world_size
+    return max(1, math.ceil(len(trainer.train_dataset) / per_step * t.epochs))
+
+
 def _save_adapter(trainer: Any, processing_class: Any, target: Path) -> Path:
     def fill(tmp: Path) -> None:
         trainer.model.save_pretrained(str(tmp), safe_serialization=True)
@@ -264,6 +274,9 @@ def run_training(preset: Preset, *, events: EventStream | None = None, stop: Sto
         root = Path(run_dir)
         root.mkdir(parents=True, exist_ok=True)
     else:
+        if world_size > 1:
+            raise ValueError("under several processes every rank must share one run directory: launch through "
+                             "`vlmtune train` (which passes --run-dir) rather than calling the engine per rank")
         root = new_run_dir(preset.output_dir, preset.name)
     paths = RunPaths(root)
     recorder = RunRecorder(paths) if main else None
@@ -297,7 +310,7 @@ def run_training(preset: Preset, *, events: EventStream | None = None, stop: Sto
         events.emit(RunStarted(
             run_dir=str(root), name=preset.name, task=preset.task, model=preset.model.name_or_path,
             is_vlm=loaded.is_vlm, trainable_params=trainable, total_params=total,
-            max_steps=trainer.args.max_steps, world_size=world_size,
+            max_steps=_planned_steps(trainer, preset, world_size), world_size=world_size,
             resumed_from_step=int(resume_ckpt.name.split("-")[-1]) if resume_ckpt else 0,
             summary={
                 "precision": loaded.precision, "quantization": preset.quantization,
@@ -313,7 +326,7 @@ def run_training(preset: Preset, *, events: EventStream | None = None, stop: Sto
         else:
             trainer.train(resume_from_checkpoint=str(resume_ckpt) if resume_ckpt else None)
         state = trainer.state
-        steps = state.global_step
+        steps = max(state.global_step, int(resume_ckpt.name.split("-")[-1]) if resume_ckpt else 0)
         losses = [h["loss"] for h in state.log_history if "loss" in h]
         final_loss = float(losses[-1]) if losses else summary.get("final_loss")
         status = "stopped" if ctx.stopped else "completed"

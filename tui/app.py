@@ -80,12 +80,20 @@ class VlmtuneApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.startup_ms = (time.perf_counter() - STARTED) * 1000
         self._show_title("start")
+        self.call_after_refresh(self._first_frame)
         self.set_interval(0.1, self._drain_progress)  # redraw progress at most 10 times a second
         if self.open_preset is not None:
             self.state.load_preset_file(self.open_preset)
             self.goto("machine")
+
+    def _first_frame(self) -> None:
+        import sys
+
+        self.startup_ms = (time.perf_counter() - STARTED) * 1000
+        # What was imported before the first frame: the start-up test checks torch & co are not.
+        self.heavy_at_first_frame = sorted({"torch", "transformers", "trl", "peft", "bitsandbytes"} & set(sys.modules))
+        self.query_one(MachineStep).probe_if_needed()
 
     # ------------------------------------------------------------------ navigation
 

@@ -67,8 +67,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if interrupts["n"] > 1 and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C leaves at once
         stop.request(f"signal {signal.Signals(signum).name}")
-        print("\nstopping at the end of this step (saving a checkpoint); Ctrl-C again to abort",
-              file=sys.stderr)
+        # os.write, not print: a signal can land while the main thread is inside a print to stderr.
+        os.write(2, b"\nstopping at the end of this step (saving a checkpoint); Ctrl-C again to abort\n")
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -176,26 +176,25 @@ def cmd_plan(args: argparse.Namespace) -> int:
     base = None
     data_section = None
     if args.preset:
-        from trainer_core.presets import read_preset_yaml
-
         preset = _load_preset(args.preset, args.set)
         model, task = preset.model.name_or_path, preset.task
         data_section = preset.data
-        base = read_preset_yaml(args.preset)
+        # the resolved preset: --set applied, local paths absolute (valid wherever --write puts the file)
+        base = preset.to_dict()
         max_length = args.max_length or preset.training.max_length
         effective = args.effective_batch or preset.training.micro_batch_size * preset.training.gradient_accumulation_steps
-        lora_r, lora_dropout = preset.lora.r, preset.lora.dropout
+        lora_r, lora_dropout, lora = preset.lora.r, preset.lora.dropout, preset.lora
     else:
         if not args.model:
             raise UserError("give a preset, or --model M (a local folder or a hub id) with --task sft|dpo")
         model, task, max_length = args.model, args.task, args.max_length
         effective = args.effective_batch or 16
-        lora_r, lora_dropout = 16, 0.05
+        lora_r, lora_dropout, lora = 16, 0.05, None
     if args.gpu_mib is not None and args.gpu_mib <= 0:
         raise UserError("--gpu-mib must be a positive number of MiB (e.g. 24576 for a 24 GiB GPU)")
     report = plan_for(model, task, data=args.data, gpu_mib=args.gpu_mib, effective_batch=effective,
                       max_length=max_length, data_section=data_section, trust_remote_code=args.trust_remote_code,
-                      lora_r=lora_r, lora_dropout=lora_dropout)
+                      lora_r=lora_r, lora_dropout=lora_dropout, lora=lora)
     runs = []
     if args.probe_run:
         if not args.preset:
@@ -274,7 +273,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vlmtune {__version__}")
     parser.add_argument("--debug", action="store_true", help="print tracebacks")
+    # --debug works after the subcommand too, where the error messages suggest it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="print tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_parser = sub.add_parser
+
+    def add_parser(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        return _add_parser(*a, parents=[common, *kw.pop("parents", [])], **kw)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     def add_set(p: argparse.ArgumentParser) -> None:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

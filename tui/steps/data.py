@@ -157,16 +157,16 @@ class DataStep(Step):
             return
         options = [(c, c) for c in report.columns_found]
         for role, column in report.columns.items():
-            select = Select(options, value=column, id=f"map-{role}", prompt=role, allow_blank=False)
+            # no ids: the old selects are removed asynchronously while these mount
+            select = Select(options, value=column, name=role, classes="map", prompt=role, allow_blank=False)
             select.border_title = role
             box.mount(select)
 
     @on(Select.Changed)
     def mapping_changed(self, event: Select.Changed) -> None:
-        sid = event.select.id or ""
-        if not sid.startswith("map-") or not isinstance(event.value, str):
+        if not event.select.has_class("map") or not isinstance(event.value, str):
             return
-        role = sid[4:]
+        role = event.select.name or ""
         report = self.state.data_report
         if report is not None and report.columns.get(role) == event.value:
             return

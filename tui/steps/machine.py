@@ -23,10 +23,13 @@ class MachineStep(Step):
 
     def on_mount(self) -> None:
         self.error("gpu-gib-error", None)
+        if self.state.machine is not None:
+            self.show_machine()
+
+    def probe_if_needed(self) -> None:
+        """Started by the app once its first frame is on screen (the probe may import torch)."""
         if self.state.machine is None:
             self.probe()
-        else:
-            self.show_machine()
 
     @work(thread=True, exclusive=True, group="probe")
     def probe(self) -> None:
