@@ -137,7 +137,9 @@ class ModelStep(Step):
         self.state.model_info = info
         self.query_one("#inspecting").display = False
         lora = info.lora_params(int(self.state.get("lora.r", 16) or 16))
-        lines = [f"{info.architecture} — {info.total_params / 1e9:.3f}B parameters"
+        from trainer_core.console import human_count
+
+        lines = [f"{info.architecture} — {human_count(info.total_params)} parameters"
                  + (" (offline registry)" if info.source == "registry" else ""),
                  f"{'vision-language' if info.is_vlm else 'text'} model, {info.text.num_layers} layers, hidden "
                  f"{info.text.hidden_size}, heads {info.text.num_heads} (KV {info.text.num_kv_heads}), vocab "

@@ -18,6 +18,7 @@ FIELDS = [
     ("quantization", "quantization", ("none", "8bit", "4bit")),
     ("lora.r", "LoRA r", int),
     ("lora.alpha", "LoRA alpha", int),
+    ("lora.target_modules", "LoRA targets", list),
     ("training.micro_batch_size", "micro-batch", int),
     ("training.gradient_accumulation_steps", "accumulation", int),
     ("training.max_length", "max length", int),
@@ -47,6 +48,8 @@ class PlanStep(Step):
                     yield Select([(k, k) for k in kind], id=_wid(path), allow_blank=False, value=kind[0])
                 elif kind is bool:
                     yield Switch(id=_wid(path))
+                elif kind is list:
+                    yield Input(id=_wid(path), placeholder="auto, or q_proj,v_proj")
                 else:
                     yield Input(id=_wid(path), type="integer" if kind is int else "number")
         yield Static("", id="field-error", classes="error")
@@ -133,6 +136,8 @@ class PlanStep(Step):
                     widget.value = value if value in kind else kind[0]
                 elif kind is bool:
                     widget.value = bool(value)
+                elif kind is list:
+                    widget.value = value if isinstance(value, str) else ",".join(value or [])
                 else:
                     widget.value = "" if value is None else str(value)
         finally:
@@ -160,7 +165,8 @@ class PlanStep(Step):
         try:
             value = self._parse(raw, kind)
         except ValueError:
-            self.error("field-error", f"{label}: not a valid {'whole number' if kind is int else 'number'}")
+            what = {int: "whole number", float: "number", list: "list: auto, or module names like q_proj,v_proj"}
+            self.error("field-error", f"{label}: not a valid {what.get(kind, 'value')}")
             return
         self.state.set(path, value)
         from trainer_core.presets import PresetError
@@ -178,6 +184,11 @@ class PlanStep(Step):
         if isinstance(kind, tuple) or kind is bool:
             return raw
         text = str(raw).strip()
+        if kind is list:  # "auto" (the language model's linear layers) or module names
+            names = [t.strip() for t in text.split(",") if t.strip()]
+            if not names:
+                raise ValueError
+            return "auto" if names == ["auto"] else names
         if not text:
             raise ValueError
         return int(text) if kind is int else float(text)
@@ -203,7 +214,8 @@ class PlanStep(Step):
             s = replace(report.plan.settings, precision=precision, quantization=d["quantization"],
                         lora_r=int(d["lora"]["r"]), micro_batch_size=int(t["micro_batch_size"]),
                         gradient_accumulation_steps=int(t["gradient_accumulation_steps"]), text_tokens=text,
-                        gradient_checkpointing=bool(t["gradient_checkpointing"]), lora=bool(d["lora"]["enabled"]))
+                        gradient_checkpointing=bool(t["gradient_checkpointing"]), lora=bool(d["lora"]["enabled"]),
+                        lora_targets=d["lora"].get("target_modules", "auto"))
             est = estimate_memory(self.state.model_info or report.model, s)
         except (ValueError, TypeError, KeyError):
             return
