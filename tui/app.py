@@ -45,6 +45,7 @@ class VlmtuneApp(App):
         Binding("ctrl+n", "next", "Next"),
         Binding("ctrl+b", "back", "Back"),
         Binding("ctrl+s", "save", "Save preset"),
+        Binding("ctrl+t", "train", "Train"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -104,7 +105,8 @@ class VlmtuneApp(App):
     def step(self, step_id: str) -> Step:
         return self.query_one(f"#{step_id}", Step)
 
-    def goto(self, step_id: str) -> None:
+    def goto(self, step_id: str, *, train_after: bool = False) -> None:
+        self._pending = None
         here = self.current
         target = STEPS.index(step_id)
         # Going forward passes every step in between: each must be satisfied.
@@ -112,12 +114,24 @@ class VlmtuneApp(App):
             reason = self.step(s).blocked()
             if reason:
                 self._block(s, reason)
+                # Retried when a step's worker finishes: "next" through a step that is still working
+                # goes on by itself once the work is done (or stops at its message).
+                self._pending = (step_id, train_after)
                 return
         self.query_one("#steps", ContentSwitcher).current = step_id
         self.query_one("#stepper", ListView).index = target
         self._show_title(step_id)
         self.query_one("#blocked", Static).update("")
         self.step(step_id).on_show_step()
+
+    def step_finished_work(self) -> None:
+        """Steps call this when a worker's result is shown."""
+        pending, self._pending = getattr(self, "_pending", None), None
+        if pending is not None:
+            target, train_after = pending
+            self.goto(target, train_after=train_after)
+            if train_after and self.current == "review" and not self.training:
+                self.step("review").train()
 
     def _block(self, step_id: str, reason: str) -> None:
         if self.current != step_id:
@@ -144,6 +158,12 @@ class VlmtuneApp(App):
     def action_save(self) -> None:
         self.goto("review") if self.current != "review" else self.step("review").save()
 
+    def action_train(self) -> None:
+        if self.current != "review":
+            self.goto("review", train_after=True)
+        if self.current == "review" and not self.training:
+            self.step("review").train()
+
     def on_list_view_selected(self, event: ListView.Selected) -> None:
         if event.list_view.id == "stepper" and event.item and event.item.id:
             target = event.item.id.removeprefix("nav-")
@@ -156,6 +176,7 @@ class VlmtuneApp(App):
             yield SystemCommand(f"Go to: {STEP_TITLES[s]}", f"Open step {STEPS.index(s) + 1}",
                                 lambda s=s: self.goto(s))
         yield SystemCommand("Save preset", "Save the preset (Review step)", self.action_save)
+        yield SystemCommand("Start training", "Save the preset and train it (Review step)", self.action_train)
 
     # ------------------------------------------------------------------ training (hosted on the App)
 

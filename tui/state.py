@@ -14,7 +14,7 @@ from trainer_core.presets import Preset, PresetError, preset_from_dict, read_pre
 
 STEPS = ("start", "machine", "model", "data", "plan", "review")
 STEP_TITLES = {"start": "Start", "machine": "Machine", "model": "Model", "data": "Task & data", "plan": "Plan",
-               "review": "Review & train"}
+               "review": "Review"}
 
 
 def blank_draft() -> dict[str, Any]:

@@ -12,6 +12,8 @@ if TYPE_CHECKING:
 
 class Step(VerticalScroll):
     step_id: str = ""
+    # Tab goes from field to field; the step's scroll container itself takes no focus stop.
+    can_focus = False
 
     @property
     def state(self) -> WizardState:

@@ -149,6 +149,7 @@ class DataStep(Step):
             problems.update("problems:\n" + "\n".join(f"  - {p}" for p in shown)
                             + (f"\n  … and {more} more" if more > 0 else ""))
         problems.display = bool(report.problems)
+        self.app.step_finished_work()  # type: ignore[attr-defined]
 
     def _show_mapping(self, report) -> None:  # noqa: ANN001
         box = self.query_one("#mapping", Horizontal)

@@ -41,6 +41,7 @@ class MachineStep(Step):
     def _probed(self, info) -> None:  # noqa: ANN001
         self.state.machine = info
         self.show_machine()
+        self.app.step_finished_work()  # type: ignore[attr-defined]
 
     def show_machine(self) -> None:
         from trainer_core.hardware import format_machine

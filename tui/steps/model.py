@@ -150,6 +150,7 @@ class ModelStep(Step):
         lines.append(f"  {'LoRA r=' + str(self.state.get('lora.r', 16)):11} {lora:>15,}  trainable "
                      f"({100 * lora / info.total_params:.2f}%), vision tower frozen")
         self.query_one("#model-summary", Static).update("\n".join(lines))
+        self.app.step_finished_work()  # type: ignore[attr-defined]
 
     def blocked(self) -> str | None:
         if not self.state.get("model.name_or_path"):

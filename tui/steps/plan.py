@@ -104,6 +104,7 @@ class PlanStep(Step):
         self.state.plan = report
         self.query_one("#planning").display = False
         self.apply_recommendation()
+        self.app.step_finished_work()  # type: ignore[attr-defined]
 
     def apply_recommendation(self) -> None:
         report = self.state.plan

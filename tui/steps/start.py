@@ -27,6 +27,7 @@ class StartStep(Step):
     def on_mount(self) -> None:
         self.refresh_lists()
         self.error("start-error", None)
+        self.query_one("#presets", OptionList).focus()  # keyboard first: arrows + enter open a preset
 
     def refresh_lists(self) -> None:
         app = self.app
