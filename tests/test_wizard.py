@@ -218,3 +218,25 @@ async def test_every_step_draws_at_both_sizes(demo, tmp_path, size):
             await pilot.pause(0.1)
             shots.append(app.save_screenshot(str(tmp_path / f"{step}-{size[0]}.svg")))
     assert all(Path(s).stat().st_size > 1000 for s in shots)
+
+
+async def test_quit_while_training_asks_then_stops_the_run_cleanly(demo, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = make_app(demo, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_preset(pilot, app, "demo-text-sft")
+        await walk_to_review(pilot, app)
+        await pilot.press("ctrl+b")
+        await wait_for(pilot, lambda: app.current == "plan")
+        app.query_one("#f-training-max_steps").value = "100000"
+        await pilot.pause(0.1)
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: app._progress.get("step", 0) >= 2 if hasattr(app, "_progress") else False,
+                       timeout=120)
+        await pilot.press("ctrl+q")
+        await pilot.pause(0.2)
+        assert app.screen.__class__.__name__ == "ConfirmQuit" and app.training
+        app.screen.query_one("#yes").press()
+        await wait_for(pilot, lambda: app.last_result is not None, timeout=120)
+    assert app.last_result.status == "stopped" and app.last_result.steps < 100000
+    assert (app.last_result.run_dir / "adapter" / "adapter_model.safetensors").exists()

@@ -54,7 +54,7 @@ class VlmtuneApp(App):
         super().__init__()
         self.state = WizardState(machine=machine)
         self.presets_dir = presets_dir or Path("presets")
-        self.preset_folders = preset_folders or [self.presets_dir]
+        self.preset_folders = preset_folders or [self.presets_dir, user_presets_dir()]
         self.run_folders = run_folders or [Path("runs")]
         self.open_preset = open_preset
         self.training = False
@@ -233,6 +233,14 @@ class VlmtuneApp(App):
             self.push_screen(ConfirmQuit(), answer)
             return
         self.exit()
+
+
+def user_presets_dir() -> Path:
+    """The user's own preset folder ($XDG_CONFIG_HOME/vlmtune/presets), listed beside ./presets."""
+    import os
+
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "vlmtune" / "presets"
 
 
 def run_app(**kwargs: Any) -> None:

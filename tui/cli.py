@@ -130,10 +130,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         print(f"using the demo in {paths.root} (--force rebuilds it)", file=sys.stderr)
     if not args.headless and not args.no_app:
-        from tui.app import run_app
+        from tui.app import run_app, user_presets_dir
 
-        run_app(preset_folders=[paths.presets, Path("presets")], run_folders=[paths.runs, Path("runs")],
-                presets_dir=Path("presets"))
+        run_app(preset_folders=[paths.presets, Path("presets"), user_presets_dir()],
+                run_folders=[paths.runs, Path("runs")], presets_dir=Path("presets"))
         return EXIT_OK
     if not args.headless:
         print(f"tiny demo ready in {paths.root}:\n"
