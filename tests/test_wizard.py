@@ -77,8 +77,12 @@ async def test_whole_flow_edit_save_and_train(demo, tmp_path, monkeypatch, prese
         await pilot.pause(0.1)
         app.query_one("#train").press()
         await wait_for(pilot, lambda: app.last_result is not None, timeout=120)
-        await pilot.pause(0.3)  # the progress timer draws the end
-        status = str(app.query_one("#train-status").content)
+        await pilot.pause(0.3)  # the monitor's timer draws the end
+        assert app.screen.__class__.__name__ == "MonitorScreen"
+        status = str(app.screen.query_one("#run-title").content)
+        await pilot.press("escape")  # back to the wizard, which kept its state
+        await wait_for(pilot, lambda: app.screen.__class__.__name__ != "MonitorScreen")
+        assert app.current == "review"
     saved = tmp_path / "out" / f"wizard-{task}.yaml"
     raw = yaml.safe_load(saved.read_text())
     assert raw["name"] == f"wizard-{task}" and raw["task"] == task
@@ -87,7 +91,7 @@ async def test_whole_flow_edit_save_and_train(demo, tmp_path, monkeypatch, prese
     if task == "dpo":
         assert raw["dpo"]["beta"] == 0.2
     assert app.last_result.status == "completed" and app.last_result.steps == 3
-    assert "completed after 3 steps" in status
+    assert "completed: final loss" in status and "step 3/3" in status
 
 
 async def test_first_screen_lists_presets_and_runs_without_torch(demo, tmp_path):

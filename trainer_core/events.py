@@ -188,11 +188,23 @@ class QueueSubscriber:
 
 
 class StopSignal:
-    """A stop request that any thread (or a signal handler) can raise; the engine checks it per step."""
+    """Requests from any thread (or a signal handler) that the engine honours at the next step boundary:
+    stop (saving a checkpoint and the adapter), or save a checkpoint now and go on."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._checkpoint = threading.Event()
         self.reason = ""
+
+    def request_checkpoint(self) -> None:
+        self._checkpoint.set()
+
+    def take_checkpoint_request(self) -> bool:
+        """True once per request (the engine clears it when it schedules the save)."""
+        if self._checkpoint.is_set():
+            self._checkpoint.clear()
+            return True
+        return False
 
     def request(self, reason: str = "stop requested") -> None:
         self.reason = reason

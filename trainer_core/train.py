@@ -184,6 +184,8 @@ def _make_callback(events: EventStream, stop: StopSignal, ctx: _RunContext):
         def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
             # on_step_end runs before this step's on_log; a request made while logging is honoured there.
             self._honour_stop(control)
+            if stop.take_checkpoint_request():
+                control.should_save = True
             every = ctx.preset.samples.every_steps
             if every and state.global_step % every == 0 and not stop.requested:
                 ctx.emit_samples(kwargs.get("model"), state.global_step)

@@ -181,21 +181,19 @@ class VlmtuneApp(App):
     # ------------------------------------------------------------------ training (hosted on the App)
 
     def start_training(self, preset) -> None:  # noqa: ANN001
-        from trainer_core.events import StopSignal
+        from tui.monitor import MonitorScreen
+        from tui.training import new_run
 
         self.training = True
-        self.stop_signal = StopSignal()
+        self.history, self.stop_signal = new_run()
+        estimate = self.state.plan.plan.estimate.required if self.state.plan is not None else None
+        self.push_screen(MonitorScreen(self.history, stop=self.stop_signal, estimate_bytes=estimate))
         self._train(preset)
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False)
     def _train(self, preset) -> None:  # noqa: ANN001
-        import contextlib
-        import io
-
-        from trainer_core.events import EventStream, RunFinished, RunStarted, StepLogged
-        from trainer_core.train import run_training
-
-        events = EventStream()
+        from trainer_core.events import RunFinished, RunStarted, StepLogged
+        from tui.training import run_engine
 
         def latest(event) -> None:  # noqa: ANN001
             # The newest state wins; the UI timer draws it (never more than 10 times a second).
@@ -207,12 +205,10 @@ class VlmtuneApp(App):
                 self._latest.update(status=f"{event.status} after {event.steps} steps"
                                     + (f": {event.error}" if event.error else f" — {event.run_dir}"))
 
-        events.subscribe(latest)
-        # Libraries print to stdout/stderr; that must not scribble over the screen.
-        sink = io.StringIO()
-        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            self.last_result = run_training(preset, events=events, stop=self.stop_signal)
-        self.training = False
+        try:
+            self.last_result = run_engine(preset, self.history, self.stop_signal, extra_subscribers=(latest,))
+        finally:
+            self.training = False
 
     def _drain_progress(self) -> None:
         if not self._latest:

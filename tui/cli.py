@@ -51,7 +51,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         preset = load_preset(args.preset, args.set)
     if not args.headless:
-        print("note: the live monitor is not built yet; training headless.", file=sys.stderr)
+        from tui.monitor_app import MonitorApp
+
+        app = MonitorApp(preset=preset, resume=args.resume)
+        app.run()
+        result = app.result
+        if result is None:
+            return EXIT_FAILED
+        print(result.run_dir)
+        if result.status == "failed":
+            print(f"error: {result.error}", file=sys.stderr)
+            return EXIT_FAILED
+        return EXIT_OK
     _quiet_libraries()
     from trainer_core.console import ConsoleProgress
     from trainer_core.events import EventStream, StopSignal
@@ -84,6 +95,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         elif result.traceback:
             print(f"(the traceback is in {result.run_dir / 'error.txt'}; --debug prints it)", file=sys.stderr)
         return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "summary.json").exists() and not (run_dir / "metrics.jsonl").exists():
+        raise UserError(f"{run_dir} is not a vlmtune run directory (no summary.json or metrics.jsonl)")
+    from tui.monitor_app import MonitorApp
+
+    MonitorApp(follow=run_dir).run()
     return EXIT_OK
 
 
@@ -295,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
     p.add_argument("--run-dir", help=argparse.SUPPRESS)  # fixed run folder (multi-process launches)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("monitor", help="watch a run (live in another process, or finished) from its folder")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_monitor)
 
     p = sub.add_parser("check", help="validate a preset without training")
     p.add_argument("preset")

@@ -1,0 +1,117 @@
+"""The live monitor on the demo model: step events reach the chart, samples show, stop saves a checkpoint,
+a failing run shows its error, and `monitor` on a finished run shows its final loss. Also the pure parts:
+the history buffer, smoothing, and following a run directory with a half-written last line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trainer_core.events import Memory, StepLogged
+from trainer_core.run_history import RunFollower, RunHistory, smooth
+from tui.monitor_app import MonitorApp
+
+
+async def wait_for(pilot, condition, timeout: float = 120.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if condition():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("timed out waiting for the app")
+
+
+def test_smoothing_is_debiased_and_follows_the_data():
+    assert smooth([4.0]) == [4.0]
+    out = smooth([4.0, 2.0, 0.0, 0.0, 0.0])
+    assert out[0] == 4.0 and out[-1] < 1.0 and all(a >= b for a, b in zip(out, out[1:], strict=False))
+
+
+def test_history_is_a_subscriber_and_snapshots_are_copies():
+    h = RunHistory()
+    h(StepLogged(step=1, max_steps=10, epoch=0.1, loss=2.0, learning_rate=1e-3, grad_norm=1.0,
+                 samples_per_second=5.0, tokens_per_second=50.0, elapsed=1.0, memory=Memory(device="cpu", rss=5)))
+    v = h.snapshot()
+    assert v.loss == [(1, 2.0)] and v.step == 1 and v.memory["rss"] == 5 and v.eta_seconds == 9.0
+    v.loss.append((2, 1.0))
+    assert h.snapshot().loss == [(1, 2.0)]
+
+
+def test_follower_skips_a_half_written_line_until_it_is_complete(tmp_path):
+    h = RunHistory()
+    f = RunFollower(tmp_path, h)
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(json.dumps({"type": "train", "step": 1, "loss": 3.0, "max_steps": 4}) + "\n"
+                       + '{"type": "train", "step": 2, "lo')
+    f.poll()
+    assert h.snapshot().loss == [(1, 3.0)]
+    with metrics.open("a") as out:
+        out.write('ss": 2.5, "max_steps": 4}\n')
+    f.poll()
+    assert h.snapshot().loss == [(1, 3.0), (2, 2.5)]
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "completed", "final_loss": 2.5}))
+    f.poll()
+    assert h.snapshot().status == "completed" and h.snapshot().final_loss == 2.5
+
+
+@pytest.mark.slow
+async def test_live_run_fills_chart_and_samples(demo_preset):
+    preset = demo_preset("demo-sft", "training.max_steps=20", "samples.every_steps=10")
+    app = MonitorApp(preset=preset)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.result is not None)
+        await pilot.pause(0.3)
+        screen = app.screen
+        v = app.history.snapshot()
+        assert [s for s, _ in v.loss] == list(range(1, 21))
+        assert {s["step"] for s in v.samples} == {10, 20}
+        assert "What is the value of B?" in str(screen.query_one("#samples").content)
+        assert "completed: final loss" in str(screen.query_one("#run-title").content)
+        assert screen.query_one("#loss-plot").plt is not None
+    assert app.result.status == "completed"
+
+
+@pytest.mark.slow
+async def test_stop_from_the_monitor_saves_a_checkpoint(demo_preset):
+    preset = demo_preset("demo-text-sft", "training.max_steps=100000", "samples.every_steps=0",
+                         "data.eval_fraction=0", "training.save_steps=100000")
+    app = MonitorApp(preset=preset)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.history.snapshot().step >= 3)
+        await pilot.press("c")  # checkpoint now: saved at the next step, training goes on
+        await wait_for(pilot, lambda: app.history.snapshot().checkpoints)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.screen.__class__.__name__ == "ConfirmStop")
+        app.screen.query_one("#yes").press()
+        await wait_for(pilot, lambda: app.result is not None)
+    r = app.result
+    assert r.status == "stopped" and 3 < r.steps < 100000
+    ckpts = sorted((r.run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert len(ckpts) == 2 and ckpts[-1].name == f"checkpoint-{r.steps}"
+
+
+@pytest.mark.slow
+async def test_failing_run_shows_the_error(demo_preset, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"foo": 1}\n')
+    app = MonitorApp(preset=demo_preset("demo-sft", f"data.path={bad}"))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.result is not None)
+        await pilot.pause(0.3)
+        title = str(app.screen.query_one("#run-title").content)
+    assert "failed: " in title and "no columns fit sft" in title
+
+
+@pytest.mark.slow
+async def test_monitor_command_on_a_finished_run(demo_preset):
+    from trainer_core.train import run_training
+
+    result = run_training(demo_preset("demo-sft", "training.max_steps=6", "samples.every_steps=3"))
+    app = MonitorApp(follow=result.run_dir)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.history.snapshot().status == "completed")
+        await pilot.pause(0.3)
+        title = str(app.screen.query_one("#run-title").content)
+        v = app.history.snapshot()
+    assert f"final loss {result.final_loss:.4f}" in title
+    assert len(v.loss) == 6 and {s["step"] for s in v.samples} == {3, 6}

@@ -1,0 +1,220 @@
+"""A run's history as a monitor needs it, fed either by live engine events or by following a run directory.
+
+`RunHistory` is the one buffer both feeds write to (under a lock; appends only, so training never waits
+on a screen), and a UI reads it with `snapshot()` on its own timer. `RunFollower` tails the run's JSON Lines
+files from another process (headless, accelerate, detached), tolerating a half-written last line.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer_core.events import (
+    CheckpointSaved,
+    EvalLogged,
+    Event,
+    LogMessage,
+    RunFinished,
+    RunStarted,
+    SampleGenerated,
+    StepLogged,
+)
+
+
+def smooth(values: list[float], weight: float = 0.6) -> list[float]:
+    """Exponential moving average (TensorBoard's smoothing), debiased so the start is not pulled to 0."""
+    out, avg = [], 0.0
+    for i, v in enumerate(values, start=1):
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight**i))
+    return out
+
+
+@dataclass
+class HistoryView:
+    name: str = ""
+    task: str = ""
+    run_dir: str = ""
+    status: str = "starting"
+    error: str | None = None
+    total_steps: int = 0
+    step: int = 0
+    epoch: float = 0.0
+    elapsed: float = 0.0
+    loss: list[tuple[int, float]] = field(default_factory=list)
+    eval_loss: list[tuple[int, float]] = field(default_factory=list)
+    learning_rate: list[tuple[int, float]] = field(default_factory=list)
+    samples_per_second: float | None = None
+    tokens_per_second: float | None = None
+    memory: dict[str, Any] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)  # newest first
+    logs: list[str] = field(default_factory=list)  # newest last
+    checkpoints: list[str] = field(default_factory=list)
+    final_loss: float | None = None
+    adapter: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if self.step <= 0 or self.total_steps <= 0 or self.elapsed <= 0 or self.step >= self.total_steps:
+            return None
+        return self.elapsed / self.step * (self.total_steps - self.step)
+
+
+class RunHistory:
+    def __init__(self, max_samples: int = 50, max_logs: int = 500) -> None:
+        self._lock = threading.Lock()
+        self._view = HistoryView()
+        self._samples: deque[dict[str, Any]] = deque(maxlen=max_samples)
+        self._logs: deque[str] = deque(maxlen=max_logs)
+        self.version = 0  # bumped on every change: a UI redraws only when it moved
+
+    # -- live events (an EventStream subscriber)
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            self._apply_event(event)
+            self.version += 1
+
+    def _apply_event(self, e: Event) -> None:
+        v = self._view
+        if isinstance(e, RunStarted):
+            v.name, v.task, v.run_dir, v.total_steps = e.name, e.task, e.run_dir, e.max_steps
+            v.status, v.summary = "running", dict(e.summary)
+            v.step = e.resumed_from_step
+        elif isinstance(e, StepLogged):
+            self._step(e.step, e.max_steps, e.epoch, e.loss, e.learning_rate, e.samples_per_second,
+                       e.tokens_per_second, e.elapsed, {k: getattr(e.memory, k) for k in
+                                                        ("device", "allocated", "reserved", "peak_allocated", "rss")})
+        elif isinstance(e, EvalLogged):
+            if "eval_loss" in e.metrics:
+                v.eval_loss.append((e.step, e.metrics["eval_loss"]))
+        elif isinstance(e, SampleGenerated):
+            self._samples.appendleft({"step": e.step, "prompt": e.prompt, "image": e.image, "output": e.output})
+        elif isinstance(e, CheckpointSaved):
+            v.checkpoints.append(e.path)
+            self._logs.append(f"step {e.step}: checkpoint saved ({Path(e.path).name})")
+        elif isinstance(e, LogMessage):
+            if e.level != "debug":
+                self._logs.append(f"{e.level}: {e.message.strip().splitlines()[0] if e.message.strip() else ''}")
+        elif isinstance(e, RunFinished):
+            v.status, v.error, v.final_loss, v.adapter = e.status, e.error, e.final_loss, e.adapter
+            v.run_dir = v.run_dir or e.run_dir
+            self._logs.append(f"{e.status} after {e.steps} steps" + (f": {e.error}" if e.error else ""))
+
+    def _step(self, step: int, total: int, epoch: float, loss: float | None, lr: float | None,
+              sps: float | None, tps: float | None, elapsed: float, memory: dict[str, Any]) -> None:
+        v = self._view
+        v.step, v.total_steps, v.epoch, v.elapsed = step, total or v.total_steps, epoch, elapsed
+        if loss is not None:
+            v.loss.append((step, loss))
+        if lr is not None:
+            v.learning_rate.append((step, lr))
+        v.samples_per_second, v.tokens_per_second = sps, tps
+        v.memory = {k: x for k, x in memory.items() if x is not None}
+        if v.status == "starting":
+            v.status = "running"
+
+    # -- rows read back from a run directory (RunFollower)
+    def apply_rows(self, kind: str, rows: list[dict[str, Any]]) -> None:
+        with self._lock:
+            for r in rows:
+                self._apply_row(kind, r)
+            if rows:
+                self.version += 1
+
+    def _apply_row(self, kind: str, r: dict[str, Any]) -> None:
+        v = self._view
+        if kind == "metrics" and r.get("type") == "train":
+            self._step(int(r.get("step", 0)), int(r.get("max_steps") or 0), float(r.get("epoch") or 0),
+                       r.get("loss"), r.get("learning_rate"), r.get("samples_per_second"),
+                       r.get("tokens_per_second"), float(r.get("elapsed") or 0),
+                       {k[7:]: x for k, x in r.items() if k.startswith("memory_")})
+        elif kind == "metrics" and r.get("type") == "eval" and "eval_loss" in r:
+            v.eval_loss.append((int(r["step"]), float(r["eval_loss"])))
+        elif kind == "samples":
+            self._samples.appendleft({k: r.get(k) for k in ("step", "prompt", "image", "output")})
+        elif kind == "events":
+            event = r.get("event")
+            if event == "run_started":
+                v.name, v.task, v.run_dir = r.get("name", ""), r.get("task", ""), r.get("run_dir", "")
+                v.total_steps = int(r.get("max_steps") or v.total_steps)
+                v.summary = dict(r.get("summary") or {})
+            elif event == "checkpoint":
+                v.checkpoints.append(r.get("path", ""))
+                self._logs.append(f"step {r.get('step')}: checkpoint saved")
+            elif event == "log" and r.get("level") != "debug":
+                self._logs.append(f"{r.get('level')}: {str(r.get('message', '')).strip()[:200]}")
+            elif event == "run_finished":
+                self._logs.append(f"{r.get('status')} after {r.get('steps')} steps")
+
+    def set_summary(self, summary: dict[str, Any]) -> None:
+        with self._lock:
+            v = self._view
+            status = summary.get("status")
+            if status and status != v.status:
+                v.status = "running" if status == "running" else status
+                v.error = summary.get("error")
+                v.final_loss = summary.get("final_loss")
+                v.adapter = summary.get("adapter")
+                v.name = v.name or summary.get("name", "")
+                self.version += 1
+
+    def snapshot(self) -> HistoryView:
+        with self._lock:
+            view = copy.copy(self._view)
+            view.loss, view.eval_loss = list(self._view.loss), list(self._view.eval_loss)
+            view.learning_rate = list(self._view.learning_rate)
+            view.checkpoints = list(self._view.checkpoints)
+            view.samples, view.logs = list(self._samples), list(self._logs)
+            view.memory, view.summary = dict(self._view.memory), dict(self._view.summary)
+            return view
+
+
+class RunFollower:
+    """Reads what a run directory gained since the last poll. Only complete lines count: a line still being
+    written (no newline yet) is read on a later poll."""
+
+    FILES = {"events": "events.jsonl", "metrics": "metrics.jsonl", "samples": "samples.jsonl"}
+
+    def __init__(self, run_dir: str | Path, history: RunHistory) -> None:
+        self.run_dir = Path(run_dir)
+        self.history = history
+        self._offsets = dict.fromkeys(self.FILES, 0)
+        self.last_poll = 0.0
+
+    def poll(self) -> bool:
+        """Apply new lines; True when anything changed."""
+        before = self.history.version
+        for kind, name in self.FILES.items():
+            path = self.run_dir / name
+            try:
+                with path.open("rb") as f:
+                    f.seek(self._offsets[kind])
+                    chunk = f.read()
+            except OSError:
+                continue
+            end = chunk.rfind(b"\n")
+            if end < 0:
+                continue
+            self._offsets[kind] += end + 1
+            rows = []
+            for line in chunk[:end].splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+            self.history.apply_rows(kind, rows)
+        try:
+            summary = json.loads((self.run_dir / "summary.json").read_text(encoding="utf-8"))
+            self.history.set_summary(summary)
+        except (OSError, json.JSONDecodeError):
+            pass
+        self.last_poll = time.time()
+        return self.history.version != before
