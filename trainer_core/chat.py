@@ -141,8 +141,9 @@ def generate(model: Any, processing_class: Any, is_vlm: bool, prompt: str, image
 
 def stream(model: Any, processing_class: Any, is_vlm: bool, messages: list[dict[str, Any]],
            images: list[Any] | None = None, settings: GenerationSettings | None = None,
-           stop: threading.Event | None = None) -> Iterator[str]:
-    """Yield text chunks as they are generated (generation runs in a helper thread)."""
+           stop: threading.Event | None = None, base: bool = False) -> Iterator[str]:
+    """Yield text chunks as they are generated (generation runs in a helper thread).
+    `base=True` answers with the LoRA adapter switched off: the base model, without a second copy."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
@@ -152,18 +153,22 @@ def stream(model: Any, processing_class: Any, is_vlm: bool, messages: list[dict[
     inputs = build_inputs(processing_class, is_vlm, messages, images, device)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
+    abandoned = threading.Event()  # set when the consumer leaves early; the caller's `stop` is left alone
+
     class _Stop(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):  # noqa: ANN001
-            return bool(stop and stop.is_set())
+            return abandoned.is_set() or bool(stop and stop.is_set())
 
-    stop = stop or threading.Event()
     kwargs = {**inputs, **_gen_kwargs(settings, tokenizer), "streamer": streamer,
               "stopping_criteria": StoppingCriteriaList([_Stop()])}
     failure: list[BaseException] = []
 
     def run() -> None:
+        import contextlib
+
+        adapter_off = model.disable_adapter() if base and hasattr(model, "disable_adapter") else contextlib.nullcontext()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), adapter_off:
                 model.generate(**kwargs)
         except BaseException as exc:  # handed to the consumer below
             failure.append(exc)
@@ -175,7 +180,7 @@ def stream(model: Any, processing_class: Any, is_vlm: bool, messages: list[dict[
     try:
         yield from streamer
     finally:
-        stop.set()  # a consumer that leaves early stops the generation too
+        abandoned.set()  # a consumer that leaves early stops the generation too
         thread.join()
     if failure:
         raise failure[0]

@@ -116,7 +116,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     if args.prompt is None:
-        raise UserError("the interactive chat pane is not built yet; give --prompt TEXT for one answer")
+        if not args.model and not args.adapter:
+            raise UserError("give --model (a base model) and/or --adapter (a run directory)")
+        from tui.chat_app import ChatApp
+
+        ChatApp(args.model, args.adapter, args.trust_remote_code).run()
+        return EXIT_OK
     if args.image and not Path(args.image).is_file():
         raise UserError(f"image not found: {args.image}")
     _quiet_libraries()

@@ -48,6 +48,7 @@ class MonitorScreen(Screen):
     BINDINGS = [
         Binding("s", "stop", "Stop"),
         Binding("c", "checkpoint", "Checkpoint now"),
+        Binding("t", "chat", "Chat with the result"),
         Binding("escape", "leave", "Back"),
     ]
 
@@ -175,6 +176,15 @@ class MonitorScreen(Screen):
             return
         self.stop_signal.request_checkpoint()
         self.notify("a checkpoint will be saved at the end of this step")
+
+    def action_chat(self) -> None:
+        v = self.history.snapshot()
+        if v.status not in ("completed", "stopped") or not v.adapter:
+            self.notify("the chat opens on the adapter once the run has finished", severity="warning")
+            return
+        from tui.chat_screen import ChatScreen
+
+        self.app.push_screen(ChatScreen(None, v.adapter))
 
     def action_leave(self) -> None:
         if len(self.app.screen_stack) > 1:
