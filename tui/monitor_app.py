@@ -18,9 +18,11 @@ class MonitorApp(App):
     TITLE = "vlmtune monitor"
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
 
-    def __init__(self, *, preset: Any = None, follow: str | Path | None = None, resume: Any = None) -> None:
+    def __init__(self, *, preset: Any = None, follow: str | Path | None = None, resume: Any = None,
+                 callbacks: list[Any] | None = None) -> None:
         super().__init__()
         self.preset, self.follow, self.resume = preset, follow, resume
+        self.callbacks = callbacks  # extra TrainerCallbacks (bench/ui_overhead.py times the run with one)
         self.history, self.stop_signal = new_run()
         self.result = None
 
@@ -33,7 +35,8 @@ class MonitorApp(App):
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False)
     def _train(self) -> None:
-        self.result = run_engine(self.preset, self.history, self.stop_signal, resume=self.resume)
+        self.result = run_engine(self.preset, self.history, self.stop_signal, resume=self.resume,
+                                 callbacks=self.callbacks)
 
     @property
     def training(self) -> bool:

@@ -28,7 +28,7 @@ class _LinesToEvents(io.TextIOBase):
 
 
 def run_engine(preset: Any, history: RunHistory, stop: StopSignal, *, resume: Any = None,
-               extra_subscribers: tuple = ()) -> Any:
+               extra_subscribers: tuple = (), callbacks: list[Any] | None = None) -> Any:
     """Blocking: call from a thread worker. Returns the engine's RunResult."""
     from trainer_core.train import run_training
 
@@ -38,7 +38,7 @@ def run_engine(preset: Any, history: RunHistory, stop: StopSignal, *, resume: An
         events.subscribe(sub)
     sink = _LinesToEvents(events)
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        return run_training(preset, events=events, stop=stop, resume=resume)
+        return run_training(preset, events=events, stop=stop, resume=resume, callbacks=callbacks)
 
 
 def new_run() -> tuple[RunHistory, StopSignal]:
