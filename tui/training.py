@@ -37,8 +37,16 @@ def run_engine(preset: Any, history: RunHistory, stop: StopSignal, *, resume: An
     for sub in extra_subscribers:
         events.subscribe(sub)
     sink = _LinesToEvents(events)
-    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        return run_training(preset, events=events, stop=stop, resume=resume, callbacks=callbacks)
+    # transformers' own log handler kept the real stderr from import time: switch it off for the run (the
+    # engine's handler turns its warnings into log events) so nothing writes behind Textual's back.
+    import transformers
+
+    transformers.utils.logging.disable_default_handler()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            return run_training(preset, events=events, stop=stop, resume=resume, callbacks=callbacks)
+    finally:
+        transformers.utils.logging.enable_default_handler()
 
 
 def new_run() -> tuple[RunHistory, StopSignal]:
