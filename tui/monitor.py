@@ -77,7 +77,15 @@ class MonitorScreen(Screen):
             yield RichLog(id="log", wrap=True, markup=False)
         yield Footer()
 
+    def _set(self, widget_id: str, text: str) -> None:
+        """Update a panel only when its text changed: every update repaints, and repaints take the GIL."""
+        if self._texts.get(widget_id) != text:
+            self._texts[widget_id] = text
+            self.query_one(f"#{widget_id}", Static).update(text)
+
     def on_mount(self) -> None:
+        self._texts: dict[str, str] = {}
+        self._progress_drawn: tuple[int, int] | None = None
         self._logged = 0
         self._plotted_at = 0.0
         # An animated progress bar repaints ~60 times a second; the figures beside it say enough.
@@ -116,8 +124,11 @@ class MonitorScreen(Screen):
             title += f"\n{v.status}: final loss {v.final_loss:.4f}" if v.final_loss is not None else f"\n{v.status}"
             if v.adapter:
                 title += f" — adapter {v.adapter}"
-        self.query_one("#run-title", Static).update(title)
-        self.query_one("#run-progress", ProgressBar).update(total=max(1, v.total_steps), progress=v.step)
+        self._set("run-title", title)
+        progress = (max(1, v.total_steps), v.step)
+        if progress != self._progress_drawn:
+            self._progress_drawn = progress
+            self.query_one("#run-progress", ProgressBar).update(total=progress[0], progress=progress[1])
 
     def _draw_plot(self, v: HistoryView) -> None:
         plot = self.query_one("#loss-plot", PlotextPlot)
@@ -156,17 +167,17 @@ class MonitorScreen(Screen):
             lines += ["", f"{s.get('precision', '')} {s.get('quantization', '')}",
                       f"batch {s.get('micro_batch_size')} x {s.get('gradient_accumulation_steps')} = "
                       f"{s.get('effective_batch')}"]
-        self.query_one("#stats", Static).update("\n".join(lines))
+        self._set("stats", "\n".join(lines))
 
     def _draw_samples(self, v: HistoryView) -> None:
         if not v.samples:
-            self.query_one("#samples", Static).update("sample outputs appear here every samples.every_steps")
+            self._set("samples", "sample outputs appear here every samples.every_steps")
             return
         lines = []
         for s in v.samples[:6]:
             image = f"[{str(s['image']).rsplit('/', 1)[-1]}] " if s.get("image") else ""
             lines.append(f"@{s['step']} {image}{s['prompt']}\n   -> {s['output']!r}")
-        self.query_one("#samples", Static).update("\n".join(lines))
+        self._set("samples", "\n".join(lines))
 
     # -- controls
     def action_stop(self) -> None:
