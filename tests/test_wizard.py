@@ -244,3 +244,24 @@ async def test_quit_while_training_asks_then_stops_the_run_cleanly(demo, tmp_pat
         await wait_for(pilot, lambda: app.last_result is not None, timeout=120)
     assert app.last_result.status == "stopped" and app.last_result.steps < 100000
     assert (app.last_result.run_dir / "adapter" / "adapter_model.safetensors").exists()
+
+
+async def test_run_in_background_then_watch_it(demo, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = make_app(demo, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_preset(pilot, app, "demo-text-sft")
+        await walk_to_review(pilot, app)
+        app.query_one("#name").value = "bg-run"
+        await pilot.pause(0.1)
+        app.query_one("#background").press()
+        await wait_for(pilot, lambda: app.screen.__class__.__name__ == "MonitorScreen")
+        run_dir, pid = app.background_runs[0]
+        await wait_for(pilot, lambda: app.screen.history.snapshot().status == "completed", timeout=180)
+        await pilot.pause(0.3)
+        assert "completed: final loss" in str(app.screen.query_one("#run-title").content)
+    import json
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["pid"] == pid  # the run was the detached process
+    assert (tmp_path / "out" / "bg-run.yaml").exists()

@@ -58,6 +58,7 @@ class VlmtuneApp(App):
         self.run_folders = run_folders or [Path("runs")]
         self.open_preset = open_preset
         self.training = False
+        self.background_runs: list[tuple[Path, int]] = []
         self.stop_signal = None
         self.last_result = None
         self._latest: dict[str, Any] = {}

@@ -27,6 +27,7 @@ class ReviewStep(Step):
         with Horizontal(classes="row"):
             yield Button("Save preset", id="save", variant="primary")
             yield Button("Start training", id="train", variant="success")
+            yield Button("Run in background", id="background")
         yield ProgressBar(id="progress", show_eta=True)
         yield Static("", id="train-status")
 
@@ -92,6 +93,24 @@ class ReviewStep(Step):
         self.query_one("#progress").display = True
         self.query_one("#train-status", Static).update("loading the model …")
         self.app.start_training(self.state.preset())  # type: ignore[attr-defined]
+
+    @on(Button.Pressed, "#background")
+    def background(self) -> None:
+        """Train in a detached process (survives this terminal) and watch it through its run directory."""
+        from trainer_core.background import start_detached
+
+        saved = self.save()
+        if saved is None:
+            return
+        preset = self.state.preset()
+        run_dir, pid = start_detached(saved, preset.output_dir, preset.name)
+        self.app.background_runs.append((run_dir, pid))  # type: ignore[attr-defined]
+        self.query_one("#train-status", Static).update(f"running in the background (pid {pid}): {run_dir}\n"
+                                                       f"watch it later with: vlmtune monitor {run_dir}")
+        from trainer_core.run_history import RunHistory
+        from tui.monitor import MonitorScreen
+
+        self.app.push_screen(MonitorScreen(RunHistory(), follow=str(run_dir)))
 
     def show_progress(self, step: int, total: int, loss: float | None, status: str) -> None:
         bar = self.query_one("#progress", ProgressBar)
