@@ -4,18 +4,13 @@ the errors a user can make in it."""
 from __future__ import annotations
 
 import pytest
+from pilot_helpers import wait_for
 
 from tui.chat_app import ChatApp
 
 pytestmark = pytest.mark.slow
 
 
-async def wait_for(pilot, condition, timeout: float = 120.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("timed out waiting for the chat")
 
 
 @pytest.fixture(scope="module")

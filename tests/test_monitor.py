@@ -7,18 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from pilot_helpers import wait_for
 
 from trainer_core.events import Memory, StepLogged
 from trainer_core.run_history import RunFollower, RunHistory, smooth
 from tui.monitor_app import MonitorApp
-
-
-async def wait_for(pilot, condition, timeout: float = 120.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("timed out waiting for the app")
 
 
 def test_smoothing_is_debiased_and_follows_the_data():

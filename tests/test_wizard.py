@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pilot_helpers import wait_for
 
 from trainer_core.hardware import MachineInfo
 from tui.app import VlmtuneApp
@@ -23,13 +24,6 @@ def make_app(demo, tmp_path, **kw) -> VlmtuneApp:
                       machine=kw.pop("machine", CPU_MACHINE), **kw)
 
 
-async def wait_for(pilot, condition, timeout: float = 60.0) -> None:
-    steps = int(timeout / 0.05)
-    for _ in range(steps):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("timed out waiting for the app")
 
 
 async def open_preset(pilot, app, name: str) -> None:
@@ -41,7 +35,8 @@ async def open_preset(pilot, app, name: str) -> None:
     await wait_for(pilot, lambda: app.current == "machine")
 
 
-async def walk_to_review(pilot, app) -> None:
+async def walk_to_plan(pilot, app) -> None:
+    """From the machine step, next through model, data and plan, waiting for each step's work."""
     for step, ready in (("model", lambda: app.state.model_info is not None),
                         ("data", lambda: app.state.data_report is not None),
                         ("plan", lambda: app.state.plan is not None)):
@@ -49,6 +44,10 @@ async def walk_to_review(pilot, app) -> None:
         await wait_for(pilot, lambda s=step: app.current == s)
         await wait_for(pilot, ready)
     await pilot.pause(0.2)
+
+
+async def walk_to_review(pilot, app) -> None:
+    await walk_to_plan(pilot, app)
     await pilot.press("ctrl+n")
     await wait_for(pilot, lambda: app.current == "review")
 
@@ -181,12 +180,7 @@ async def test_plan_that_does_not_fit_turns_red_and_blocks(demo, tmp_path):
         await open_preset(pilot, app, "demo-sft")
         app.state.gpu_mib = 1  # a 1 MiB GPU: nothing fits
         app.state.machine = CPU_MACHINE
-        for _step, ready in (("model", lambda: app.state.model_info is not None),
-                            ("data", lambda: app.state.data_report is not None),
-                            ("plan", lambda: app.state.plan is not None)):
-            await pilot.press("ctrl+n")
-            await wait_for(pilot, ready)
-        await pilot.pause(0.2)
+        await walk_to_plan(pilot, app)
         assert not app.state.plan.plan.fits
         assert "does NOT fit" in str(app.query_one("#memory").content)
         await pilot.press("ctrl+n")

@@ -53,6 +53,13 @@ def target_for(machine: MachineInfo | None, gpu_mib: int | None = None, gpu_inde
     return Target("the CPU (no GPU found)", int(ram), "cpu", False)
 
 
+def text_tokens_within(text_tokens: int, max_length: int, images_per_sample: float,
+                       image_tokens_per_image: int) -> int:
+    """Text tokens per sample once truncation at max_length (which counts image tokens too) applies."""
+    image_part = round(images_per_sample * image_tokens_per_image)
+    return max(16, min(text_tokens, int(max_length) - image_part))
+
+
 def goal_for(info: ModelInfo, config: Any, task: str, stats: DataStats | None, *, effective_batch: int = 16,
              max_length: int | None = None, lora_r: int = 16, lora_dropout: float = 0.05,
              processor: Any = None, lora: Any = None) -> tuple[Goal, ImageCost | None]:
@@ -75,8 +82,7 @@ def goal_for(info: ModelInfo, config: Any, task: str, stats: DataStats | None, *
     else:
         text, answer = DEFAULT_TEXT_TOKENS, DEFAULT_TEXT_TOKENS // 4
     if max_length:
-        image_part = round(images_per_sample * (image.tokens if image else 0))
-        text = max(16, min(text, max_length - image_part))
+        text = text_tokens_within(text, max_length, images_per_sample, image.tokens if image else 0)
         answer = min(answer, text)
     if task == "dpo" and stats and not max_length:
         text = stats.prompt_tokens.max + stats.answer_tokens.max + TEMPLATE_TOKENS

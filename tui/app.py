@@ -14,27 +14,13 @@ from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Button, ContentSwitcher, Footer, Header, Label, ListItem, ListView, Static
+from textual.widgets import ContentSwitcher, Footer, Header, Label, ListItem, ListView, Static
 
 from tui.state import STEP_TITLES, STEPS, WizardState
 from tui.steps import DataStep, MachineStep, ModelStep, PlanStep, ReviewStep, StartStep, Step
+from tui.widgets import ConfirmQuit
 
 STARTED = time.perf_counter()
-
-
-class ConfirmQuit(ModalScreen[bool]):
-    BINDINGS = [("escape", "dismiss(False)", "Stay")]
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="confirm"):
-            yield Label("A run is training. Quit anyway? (it stops at the next step and saves a checkpoint)")
-            with Horizontal(classes="row"):
-                yield Button("Stop and quit", id="yes", variant="error")
-                yield Button("Stay", id="no", variant="primary")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
 
 
 class VlmtuneApp(App):

@@ -7,15 +7,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Footer, Label, ProgressBar, RichLog, Static
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, ProgressBar, RichLog, Static
 from textual_plotext import PlotextPlot
 
 from trainer_core.run_history import HistoryView, RunFollower, RunHistory, smooth
+from tui.widgets import ConfirmStop
 
 # Every redraw takes the GIL from the training thread (bench/ui_overhead.py: 10 redraws/s cost 40% of a
 # tiny CPU run's speed, 4/s about 25%), so panels redraw 4 times a second and the chart once a second,
@@ -33,20 +33,6 @@ def _duration(seconds: float | None) -> str:
         return "-"
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-class ConfirmStop(ModalScreen[bool]):
-    BINDINGS = [("escape", "dismiss(False)", "Keep training")]
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="confirm"):
-            yield Label("Stop training? It stops at the end of this step and saves a checkpoint and the adapter.")
-            with Horizontal(classes="row"):
-                yield Button("Stop", id="yes", variant="error")
-                yield Button("Keep training", id="no", variant="primary")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
 
 
 class MonitorScreen(Screen):
@@ -214,10 +200,6 @@ class MonitorScreen(Screen):
             self.app.pop_screen()
         else:
             self.app.exit()
-
-    @on(Button.Pressed)
-    def pressed(self, event: Button.Pressed) -> None:  # buttons live in modals; kept for mouse users
-        pass
 
 
 def _thin(points: list[tuple[int, float]], n: int) -> list[tuple[int, float]]:

@@ -7,9 +7,12 @@ from typing import Any
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
 from textual.strip import Strip
 from textual.widget import Widget
-from textual.widgets import Static
+from textual.widgets import Button, Label, Static
 
 COMPONENT_COLOURS = {
     "weights": "#4e79a7", "lora": "#f28e2b", "gradients": "#e15759", "optimizer": "#76b7b2",
@@ -74,3 +77,32 @@ class ImagePreview(Widget):
             return Strip.blank(self.size.width)
         segments = [Segment("▀", Style(color=f"rgb{top}", bgcolor=f"rgb{bottom}")) for top, bottom in self._rows[y]]
         return Strip(segments)
+
+
+class Confirm(ModalScreen[bool]):
+    """A yes/no question; Escape answers no. Subclasses set the words."""
+
+    QUESTION = "Are you sure?"
+    YES = "Yes"
+    NO = "No"
+    BINDINGS = [("escape", "dismiss(False)", "No")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm"):
+            yield Label(self.QUESTION)
+            with Horizontal(classes="row"):
+                yield Button(self.YES, id="yes", variant="error")
+                yield Button(self.NO, id="no", variant="primary")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class ConfirmQuit(Confirm):
+    QUESTION = "A run is training. Quit anyway? (it stops at the next step and saves a checkpoint)"
+    YES, NO = "Stop and quit", "Stay"
+
+
+class ConfirmStop(Confirm):
+    QUESTION = "Stop training? It stops at the end of this step and saves a checkpoint and the adapter."
+    YES, NO = "Stop", "Keep training"

@@ -199,6 +199,7 @@ class PlanStep(Step):
         if report is None:
             return
         from trainer_core.memory import estimate_memory
+        from trainer_core.planning import text_tokens_within
 
         d = self.state.draft
         t = d["training"]
@@ -210,8 +211,8 @@ class PlanStep(Step):
         try:
             goal = report.goal
             max_len = t.get("max_length")
-            image_part = round(goal.images_per_sample * goal.image_tokens_per_image)
-            text = goal.text_tokens if not max_len else max(16, min(goal.text_tokens, int(max_len) - image_part))
+            text = goal.text_tokens if not max_len else text_tokens_within(
+                goal.text_tokens, int(max_len), goal.images_per_sample, goal.image_tokens_per_image)
             s = replace(report.plan.settings, precision=precision, quantization=d["quantization"],
                         lora_r=int(d["lora"]["r"]), micro_batch_size=int(t["micro_batch_size"]),
                         gradient_accumulation_steps=int(t["gradient_accumulation_steps"]), text_tokens=text,
