@@ -41,8 +41,9 @@ def plain_trl(preset, data_train, processing_class, model_path: str, is_vlm: boo
     return clock.steps_per_second()
 
 
-def make_clock():
-    """The same stopwatch on both sides: from on_train_begin to the last on_step_end."""
+def make_clock(warmup_steps: int = 0):
+    """The same stopwatch on both sides: from on_train_begin (or the end of step `warmup_steps`, to leave out
+    start-up work that overlaps the first steps) to the last on_step_end."""
     from transformers import TrainerCallback
 
     class Clock(TrainerCallback):
@@ -54,9 +55,11 @@ def make_clock():
 
         def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
             self.end, self.steps = time.perf_counter(), state.global_step
+            if state.global_step == warmup_steps:
+                self.start = self.end
 
         def steps_per_second(self) -> float:
-            return self.steps / (self.end - self.start)
+            return (self.steps - warmup_steps) / (self.end - self.start)
 
     return Clock()
 

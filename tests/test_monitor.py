@@ -5,6 +5,7 @@ the history buffer, smoothing, and following a run directory with a half-written
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from pilot_helpers import wait_for
@@ -61,7 +62,21 @@ async def test_live_run_fills_chart_and_samples(demo_preset):
         assert "What is the value of B?" in str(screen.query_one("#samples").content)
         assert "completed: final loss" in str(screen.query_one("#run-title").content)
         assert screen.query_one("#loss-plot").plt is not None
+        # the memory gauge: RSS on CPU, against the machine's RAM from the engine's memory events
+        stats = str(screen.query_one("#stats").content)
+        assert "memory (RAM" in stats and re.search(r"RSS +[█▏▎▍▌▋▊▉]+·* +\d+\.\d\d G", stats), stats
     assert app.result.status == "completed"
+    assert v.memory["total"] > v.memory["rss"] > 0
+
+
+def test_gauge_fills_in_eighths_and_marks_over_full():
+    from tui.monitor import _gauge
+
+    assert _gauge(1, 2, 8) == "████····"
+    assert _gauge(5, 16, 2) == "▋·"
+    assert _gauge(3, 64, 2) == "▏·"
+    assert _gauge(3, 2, 4) == "███!"
+    assert _gauge(1, None, 3) == "···"
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ def fixed_run():
     run.mkdir(parents=True)
     rows = [{"type": "train", "step": s, "max_steps": 40, "epoch": s / 22, "loss": 6.6 * 0.9**s + 0.2,
              "learning_rate": 3e-3, "samples_per_second": 100.0, "tokens_per_second": 2600.0, "elapsed": s * 0.06,
-             "memory_device": "cpu", "memory_rss": 600 * 2**20} for s in range(1, 41)]
+             "memory_device": "cpu", "memory_rss": 600 * 2**20, "memory_total": 2 * 2**30} for s in range(1, 41)]
     rows.insert(20, {"type": "eval", "step": 20, "epoch": 0.9, "eval_loss": 0.8})
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (run / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
@@ -29,7 +29,8 @@ def fixed_run():
     (run / "events.jsonl").write_text(json.dumps({
         "event": "run_started", "name": "demo-sft", "task": "sft", "run_dir": str(run), "max_steps": 40,
         "summary": {"precision": "fp32", "quantization": "none", "micro_batch_size": 4,
-                    "gradient_accumulation_steps": 1, "effective_batch": 4}}) + "\n"
+                    "gradient_accumulation_steps": 1, "effective_batch": 4,
+                    "memory_estimate": 450 * 2**20}}) + "\n"
         + json.dumps({"event": "checkpoint", "step": 20, "path": str(run / "checkpoints/checkpoint-20")}) + "\n")
     (run / "summary.json").write_text(json.dumps({"status": "completed", "name": "demo-sft", "steps": 40,
                                                   "final_loss": rows[-1]["loss"], "adapter": "adapter/"}))

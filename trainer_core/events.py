@@ -28,6 +28,7 @@ class Memory:
     reserved: int | None = None
     peak_allocated: int | None = None
     rss: int | None = None
+    total: int | None = None  # the device's memory (GPU) or the machine's RAM (CPU): what the gauges fill
 
 
 @dataclass(frozen=True)

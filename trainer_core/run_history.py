@@ -91,7 +91,7 @@ class RunHistory:
         elif isinstance(e, StepLogged):
             self._step(e.step, e.max_steps, e.epoch, e.loss, e.learning_rate, e.samples_per_second,
                        e.tokens_per_second, e.elapsed, {k: getattr(e.memory, k) for k in
-                                                        ("device", "allocated", "reserved", "peak_allocated", "rss")})
+                                                        ("device", "allocated", "reserved", "peak_allocated", "rss", "total")})
         elif isinstance(e, EvalLogged):
             if "eval_loss" in e.metrics:
                 v.eval_loss.append((e.step, e.metrics["eval_loss"]))

@@ -68,6 +68,7 @@ def world_info() -> tuple[int, int]:
 
 
 _PROCESS = None  # psutil.Process for this process, made once: creating it costs more than reading it
+_TOTALS: dict[str, int] = {}  # device and RAM totals do not change during a run: read once
 
 
 def memory_snapshot() -> Memory:
@@ -75,17 +76,22 @@ def memory_snapshot() -> Memory:
 
     global _PROCESS
     if torch.cuda.is_initialized():
+        device = torch.cuda.current_device()
+        if f"cuda{device}" not in _TOTALS:
+            _TOTALS[f"cuda{device}"] = torch.cuda.mem_get_info(device)[1]
         return Memory(
             device="cuda",
             allocated=torch.cuda.memory_allocated(),
             reserved=torch.cuda.memory_reserved(),
             peak_allocated=torch.cuda.max_memory_allocated(),
+            total=_TOTALS[f"cuda{device}"],
         )
-    if _PROCESS is None:
-        import psutil
+    import psutil
 
+    if _PROCESS is None:
         _PROCESS = psutil.Process()
-    return Memory(device="cpu", rss=_PROCESS.memory_info().rss)
+        _TOTALS["ram"] = psutil.virtual_memory().total
+    return Memory(device="cpu", rss=_PROCESS.memory_info().rss, total=_TOTALS["ram"])
 
 
 def explain_error(exc: BaseException) -> str:

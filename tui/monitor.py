@@ -53,21 +53,29 @@ class MonitorScreen(Screen):
         self._drawn_version = -1
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="run-title")
+        # markup=False: run names, "[training]" and image names are text, and parsing them as markup costs
+        # a style lookup with spelling suggestions on every redraw.
+        yield Static("", id="run-title", markup=False)
         yield ProgressBar(id="run-progress", show_eta=False)
         with Horizontal(id="charts"):
             yield PlotextPlot(id="loss-plot")
-            yield Static("", id="stats")
+            yield Static("", id="stats", markup=False)
         with Horizontal(id="bottom"):
-            yield Static("", id="samples")
+            yield Static("", id="samples", markup=False)
             yield RichLog(id="log", wrap=True, markup=False)
         yield Footer()
 
-    def _set(self, widget_id: str, text: str) -> None:
-        """Update a panel only when its text changed: every update repaints, and repaints take the GIL."""
-        if self._texts.get(widget_id) != text:
-            self._texts[widget_id] = text
-            self.query_one(f"#{widget_id}", Static).update(text)
+    def _set(self, widget_id: str, text: str, *, fixed_size: bool = True) -> None:
+        """Update a panel only when its text changed: every update repaints, and repaints take the GIL. Panels
+        sized by the stylesheet skip the layout pass; the title (height auto) needs one only when its line
+        count may change."""
+        old = self._texts.get(widget_id)
+        if old == text:
+            return
+        self._texts[widget_id] = text
+        widget = self.query_one(f"#{widget_id}", Static)
+        layout = not fixed_size and (old is None or _rows(old, widget.size.width) != _rows(text, widget.size.width))
+        widget.update(text, layout=layout)
 
     def on_mount(self) -> None:
         self._texts: dict[str, str] = {}
@@ -78,6 +86,12 @@ class MonitorScreen(Screen):
         self.app.animation_level = "none"
         self.set_interval(REDRAW_SECONDS, self.redraw)
         self.redraw()
+
+    def on_resize(self) -> None:
+        # Gauges and the chart are as wide as their panels: draw everything again at the new size.
+        self._drawn_version = -1
+        self._texts.clear()
+        self._plotted_at = 0.0
 
     def redraw(self) -> None:
         if self.follower is not None and (self.history.snapshot().status in ("starting", "running")
@@ -110,7 +124,7 @@ class MonitorScreen(Screen):
             title += f"\n{v.status}: final loss {v.final_loss:.4f}" if v.final_loss is not None else f"\n{v.status}"
             if v.adapter:
                 title += f" — adapter {v.adapter}"
-        self._set("run-title", title)
+        self._set("run-title", title, fixed_size=False)
         progress = (max(1, v.total_steps), v.step)
         if progress != self._progress_drawn:
             self._progress_drawn = progress
@@ -137,23 +151,35 @@ class MonitorScreen(Screen):
         lines = [f"learning rate {lr:.2e}" if lr is not None else "learning rate -",
                  f"samples/s {v.samples_per_second:.1f}" if v.samples_per_second else "samples/s -",
                  f"tokens/s {v.tokens_per_second:,.0f}" if v.tokens_per_second else "tokens/s -", ""]
-        m = v.memory
-        if m.get("device") == "cuda":
-            lines += [f"GPU allocated {_gib(m.get('allocated'))}", f"GPU peak {_gib(m.get('peak_allocated'))}",
-                      f"GPU reserved {_gib(m.get('reserved'))}"]
-            nvml = _nvml_used()
-            if nvml:
-                lines.append(f"GPU used {_gib(nvml[0])} of {_gib(nvml[1])} (NVML)")
-        elif m:
-            lines.append(f"process RSS {_gib(m.get('rss'))}")
-        if self.estimate_bytes:
-            lines.append(f"plan estimate {_gib(self.estimate_bytes)}")
+        lines += self._memory_lines(v.memory, v.summary)
         s = v.summary
         if s:
             lines += ["", f"{s.get('precision', '')} {s.get('quantization', '')}",
                       f"batch {s.get('micro_batch_size')} x {s.get('gradient_accumulation_steps')} = "
                       f"{s.get('effective_batch')}"]
         self._set("stats", "\n".join(lines))
+
+    def _memory_lines(self, m: dict[str, Any], summary: dict[str, Any]) -> list[str]:
+        """Gauges on one scale (the device's memory, or RAM on CPU): the measured figure and the plan's estimate
+        one above the other, so a run creeping past its estimate shows at a glance."""
+        estimate = self.estimate_bytes or summary.get("memory_estimate")
+        if not m and not estimate:
+            return []
+        cuda = m.get("device") == "cuda"
+        nvml = _nvml_used() if cuda else None
+        total = m.get("total") or (nvml[1] if nvml else None)
+        rows = [("peak", m.get("peak_allocated")), ("plan", estimate)] if cuda else \
+            [("RSS", m.get("rss")), ("plan", estimate)]
+        if nvml:
+            rows.append(("used", nvml[0]))
+        cells = max(4, self.query_one("#stats", Static).size.width - 2 - 6 - 10)
+        out = [f"memory ({'GPU' if cuda else 'RAM'} {_gib(total)})" if total else "memory"]
+        for label, value in rows:
+            if value is not None:
+                out.append(f"{label:<5} {_gauge(value, total, cells)} {value / 2**30:6.2f} G")
+        if cuda:
+            out.append(f"alloc {_gib(m.get('allocated'))} reserved {_gib(m.get('reserved'))}")
+        return out
 
     def _draw_samples(self, v: HistoryView) -> None:
         if not v.samples:
@@ -200,6 +226,25 @@ class MonitorScreen(Screen):
             self.app.pop_screen()
         else:
             self.app.exit()
+
+
+_EIGHTHS = " ▏▎▍▌▋▊▉"
+
+
+def _gauge(value: float, total: float | None, cells: int) -> str:
+    """A bar of `cells` characters filled to value/total in eighths of a cell; over-full shows as a full bar
+    ending in '!'."""
+    if not total:
+        return "·" * cells
+    eighths = round(min(1.0, value / total) * cells * 8)
+    bar = "█" * (eighths // 8) + (_EIGHTHS[eighths % 8] if eighths % 8 else "")
+    bar = bar.ljust(cells, "·")
+    return bar[:-1] + "!" if value > total else bar
+
+
+def _rows(text: str, width: int) -> int:
+    width = max(1, width - 2)  # the title's padding
+    return sum(1 + len(line) // width for line in text.split("\n"))
 
 
 def _thin(points: list[tuple[int, float]], n: int) -> list[tuple[int, float]]:
