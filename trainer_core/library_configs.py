@@ -111,6 +111,10 @@ def trainer_args(preset: Preset, *, checkpoints_dir: Path, precision: str, has_e
                       gradient_checkpointing=None, gradient_checkpointing_kwargs=None)
     else:
         common.update(gradient_checkpointing=gc_on, gradient_checkpointing_kwargs=ckpt_kwargs)
+    if "ddp_find_unused_parameters" in valid:
+        # LoRA on the language model uses every trainable weight in each forward: the search for unused ones is an
+        # extra pass over the graph per step under DDP (a model with branches can set it in training.extra).
+        common["ddp_find_unused_parameters"] = False
     unknown = [k for k in extra if k not in valid]
     if unknown:
         problems = []

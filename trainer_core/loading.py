@@ -196,8 +196,10 @@ def load_model(name_or_path: str, *, precision: str = "auto", quantization: str 
         kwargs["attn_implementation"] = attn_implementation
     if bnb is not None:
         kwargs["quantization_config"] = bnb
-        # Each process keeps its whole quantized model on its own GPU (also right under DDP).
-        kwargs["device_map"] = device_map if device_map is not None else {"": _local_device()}
+        # Each process keeps its whole quantized model on its own GPU (right under DDP); under FSDP the
+        # wrapper places the shards itself.
+        if os.environ.get("ACCELERATE_USE_FSDP", "").lower() not in ("1", "true"):
+            kwargs["device_map"] = device_map if device_map is not None else {"": _local_device()}
     elif device_map is not None:
         kwargs["device_map"] = device_map
     auto = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM

@@ -23,6 +23,7 @@ SCHEMA_VERSION = 1
 Task = Literal["sft", "dpo"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Quantization = Literal["none", "8bit", "4bit"]
+Strategy = Literal["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"]
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,21 @@ class SamplesSection:
 
 
 @dataclass(frozen=True)
+class DistributedSection:
+    # All processes across all machines (accelerate's meaning); usually one per GPU. 1 = a single process.
+    num_processes: int = 1
+    num_machines: int = 1
+    # This machine's place among num_machines (0 is the main one, which writes the run folder).
+    machine_rank: int = 0
+    # The main machine's address, reachable from every machine (required with num_machines > 1).
+    main_process_ip: str | None = None
+    main_process_port: int = 29500
+    # ddp copies the model to every GPU; fsdp and deepspeed-zero3 shard it (bigger models); zero2 shards
+    # optimizer states and gradients.
+    strategy: Strategy = "ddp"
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     task: Task
@@ -133,6 +149,7 @@ class Preset:
     training: TrainingSection = field(default_factory=TrainingSection)
     dpo: DpoSection = field(default_factory=DpoSection)
     samples: SamplesSection = field(default_factory=SamplesSection)
+    distributed: DistributedSection = field(default_factory=DistributedSection)
     # Runs go to <output_dir>/<name>-<timestamp>/.
     output_dir: str = "runs"
     schema_version: int = SCHEMA_VERSION
@@ -373,6 +390,16 @@ def _check_values(p: Preset) -> list[PresetProblem]:
     need(p.dpo.beta > 0, "dpo.beta", "must be positive (0.1 is usual)")
     need(p.samples.every_steps >= 0, "samples.every_steps", "must be 0 (off) or a positive integer")
     need(p.samples.max_new_tokens > 0, "samples.max_new_tokens", "must be a positive integer")
+    d = p.distributed
+    need(d.num_processes > 0, "distributed.num_processes", "must be a positive integer (one per GPU is usual)")
+    need(d.num_machines > 0, "distributed.num_machines", "must be a positive integer")
+    need(0 <= d.machine_rank < max(1, d.num_machines), "distributed.machine_rank",
+         f"must be between 0 and num_machines - 1 ({d.num_machines - 1})")
+    need(d.num_processes % max(1, d.num_machines) == 0, "distributed.num_processes",
+         f"must be a multiple of num_machines ({d.num_machines}): it counts the processes of all machines")
+    need(d.num_machines == 1 or bool(d.main_process_ip), "distributed.main_process_ip",
+         "is required with several machines: the main machine's address, reachable from the others")
+    need(0 < d.main_process_port < 65536, "distributed.main_process_port", "must be a port number (1-65535)")
     if p.quantization != "none" and not p.lora.enabled:
         out.append(PresetProblem("quantization", "quantized weights cannot be trained directly; enable lora "
                                  "(QLoRA) or set quantization: none for full fine-tuning"))

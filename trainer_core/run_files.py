@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -71,12 +72,25 @@ def new_run_dir(output_dir: str | Path, name: str) -> Path:
     return path
 
 
+def newest_run(output_dir: str | Path, name: str, *, with_checkpoint: bool = True) -> Path | None:
+    """The newest run directory of preset `name` under output_dir (by the time stamp in its name), by default
+    only among those with a complete checkpoint to resume from."""
+    pattern = re.compile(re.escape(name) + r"-(\d{8}-\d{6})(?:-(\d+))?")
+    runs = []
+    for p in Path(output_dir).glob(f"{name}-*"):
+        m = pattern.fullmatch(p.name)
+        if m and (p / "preset.yaml").is_file() and (not with_checkpoint or latest_checkpoint(p)):
+            runs.append(((m.group(1), int(m.group(2) or 1)), p))
+    return max(runs, default=(None, None))[1]
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint. The Trainer writes trainer_state.json last, so a folder without it
-    was cut short (a second Ctrl-C, a kill, a full disk) and is passed over for the one before."""
-    ckpts = [p for p in (run_dir / "checkpoints").glob("checkpoint-*")
-             if p.is_dir() and p.name[11:].isdigit() and (p / "trainer_state.json").is_file()]
-    return max(ckpts, key=lambda p: int(p.name[11:]), default=None)
+    """The newest complete checkpoint. Checkpoints are staged and renamed when whole (trainer_core.checkpoints);
+    a folder without trainer_state.json (written last; e.g. from an older version or a copy cut short) is
+    passed over for the one before."""
+    from trainer_core.checkpoints import complete_checkpoints
+
+    return (complete_checkpoints(run_dir / "checkpoints") or [None])[-1]
 
 
 def truncate_metrics_after(paths: RunPaths, step: int) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer_core.atomic import atomic_write_dir, atomic_write_text
+from trainer_core.checkpoints import CheckpointSaveError, clear_staging, with_atomic_checkpoints
 from trainer_core.data.problems import DataError
 from trainer_core.events import (
     CheckpointSaved,
@@ -96,7 +97,7 @@ def memory_snapshot() -> Memory:
 
 def explain_error(exc: BaseException) -> str:
     """One readable paragraph for a failure: what went wrong and what to try."""
-    if isinstance(exc, (PresetError, DataError, ModelLoadError)):
+    if isinstance(exc, (PresetError, DataError, ModelLoadError, CheckpointSaveError)):
         return str(exc)
     import torch
 
@@ -180,8 +181,21 @@ def _make_callback(events: EventStream, stop: StopSignal, ctx: _RunContext):
 
             self._honour_stop(control)
 
-        def _honour_stop(self, control) -> None:  # noqa: ANN001
-            if stop.requested and not ctx.stopped:
+        def _honour_stop(self, control, *, at_step_end: bool = False) -> None:  # noqa: ANN001
+            if ctx.stopped:
+                return
+            requested, checkpoint = stop.requested, at_step_end and stop.take_checkpoint_request()
+            if ctx.world_size > 1:
+                # A signal reaches each rank at its own moment: agree on the step to stop (or save) at, or one
+                # rank would wait forever in a collective the others left. One tiny all-reduce per step.
+                if not at_step_end:
+                    return
+                requested, checkpoint = _any_rank(requested, checkpoint)
+            if checkpoint:
+                control.should_save = True
+            if requested:
+                if not stop.requested:
+                    stop.request("another process stopped")
                 # The Trainer saves a checkpoint at this step, then leaves its loop.
                 control.should_save = True
                 control.should_training_stop = True
@@ -189,9 +203,7 @@ def _make_callback(events: EventStream, stop: StopSignal, ctx: _RunContext):
 
         def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
             # on_step_end runs before this step's on_log; a request made while logging is honoured there.
-            self._honour_stop(control)
-            if stop.take_checkpoint_request():
-                control.should_save = True
+            self._honour_stop(control, at_step_end=True)
             every = ctx.preset.samples.every_steps
             if every and state.global_step % every == 0 and not stop.requested:
                 ctx.emit_samples(kwargs.get("model"), state.global_step)
@@ -201,6 +213,19 @@ def _make_callback(events: EventStream, stop: StopSignal, ctx: _RunContext):
             events.emit(CheckpointSaved(step=state.global_step, path=str(path)))
 
     return EngineCallback()
+
+
+def _any_rank(*flags: bool) -> tuple[bool, ...]:
+    """Each flag True on every rank when it is True on any (one small all-reduce)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flags
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([1 if f else 0 for f in flags], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return tuple(bool(x) for x in t.tolist())
 
 
 def _num(v: Any) -> float | None:
@@ -215,6 +240,7 @@ class _RunContext:
     is_vlm: bool = False
     samples_per_step: int = 1
     stopped: bool = False
+    world_size: int = 1
 
     def emit_samples(self, model: Any, step: int) -> None:
         from trainer_core.chat import GenerationSettings, generate
@@ -310,8 +336,11 @@ def run_training(preset: Preset, *, events: EventStream | None = None, stop: Sto
         trainer, resume_ckpt, loaded = _build_trainer(preset, paths, events, stop, ctx, resume is not None)
         for cb in callbacks or []:
             trainer.add_callback(cb)
-        if resume_ckpt is not None and main:
-            truncate_metrics_after(paths, int(resume_ckpt.name.split("-")[-1]))
+        if resume_ckpt is not None:
+            summary["resumed_from"] = {"step": int(resume_ckpt.name.split("-")[-1]), "checkpoint": str(resume_ckpt),
+                                       "at": time.time()}
+            if main:
+                truncate_metrics_after(paths, summary["resumed_from"]["step"])
         trainable, total = count_parameters(trainer.model)
         summary.update(trainable_params=trainable, total_params=total)
         effective = preset.training.micro_batch_size * preset.training.gradient_accumulation_steps * world_size
@@ -325,7 +354,7 @@ def run_training(preset: Preset, *, events: EventStream | None = None, stop: Sto
                 "lora": {"r": preset.lora.r, "alpha": preset.lora.alpha} if preset.lora.enabled else None,
                 "micro_batch_size": preset.training.micro_batch_size,
                 "gradient_accumulation_steps": preset.training.gradient_accumulation_steps,
-                "effective_batch": effective, "train_rows": len(trainer.train_dataset),
+                "effective_batch": effective, "world_size": world_size, "train_rows": len(trainer.train_dataset),
                 "eval_rows": len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
             },
         ))
@@ -356,7 +385,7 @@ def run_training(preset: Preset, *, events: EventStream | None = None, stop: Sto
         steps = trainer.state.global_step if trainer is not None else summary.get("steps", 0)
         summary.update(status="failed", error=message, steps=steps, finished=time.time())
         # Errors the user can fix are explained in `message`; only surprises keep a traceback.
-        known = isinstance(exc, (PresetError, DataError, ModelLoadError, FileNotFoundError))
+        known = isinstance(exc, (PresetError, DataError, ModelLoadError, FileNotFoundError, CheckpointSaveError))
         tb = None if known else traceback.format_exc()
         if main:
             write_summary(paths, summary)
@@ -425,10 +454,14 @@ def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: S
     ctx.processing_class, ctx.is_vlm = processing_class, is_vlm
     _, world_size = world_info()
     ctx.samples_per_step = preset.training.micro_batch_size * preset.training.gradient_accumulation_steps * world_size
+    ctx.world_size = world_size
     if preset.task == "sft":
         from trl import SFTTrainer as Trainer
     else:
         from trl import DPOTrainer as Trainer
+    Trainer = with_atomic_checkpoints(Trainer)  # noqa: N806
+    if world_info()[0] == 0:
+        clear_staging(paths.checkpoints)  # a save cut short by a crash
     trainer = Trainer(model=loaded.model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                       processing_class=processing_class, peft_config=peft_config)
     # Our progress display and event stream replace the Trainer's printing (it would write behind a TUI).

@@ -20,15 +20,9 @@ class UserError(Exception):
 
 
 def _quiet_libraries() -> None:
-    """Library progress bars and info logs would interleave with ours."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import datasets
-    import transformers
+    from trainer_core.headless import quiet_libraries
 
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    quiet_libraries()
 
 
 def _load_preset(path: str, overrides: list[str]):
@@ -37,23 +31,47 @@ def _load_preset(path: str, overrides: list[str]):
     return load_preset(path, overrides)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from trainer_core.presets import load_preset
+_DIST_FLAGS = {"num_processes": "num_processes", "num_machines": "num_machines", "machine_rank": "machine_rank",
+               "main_process_ip": "main_process_ip", "main_process_port": "main_process_port", "strategy": "strategy"}
 
-    if args.preset is None and args.resume is None:
+
+def _train_preset(args: argparse.Namespace):
+    """The preset and the run folder to resume (None for a new run), from the arguments."""
+    from trainer_core.presets import load_preset
+    from trainer_core.run_files import newest_run
+
+    # Flags for the distributed section are overrides like --set, and win over it (they are more specific).
+    overrides = list(args.set) + [f"distributed.{key}={getattr(args, flag)}" for flag, key in _DIST_FLAGS.items()
+                                  if getattr(args, flag, None) is not None]
+    if args.preset is None and args.resume in (None, "newest"):
         raise UserError("give a preset file (vlmtune train presets/NAME.yaml) or --resume RUN_DIR")
+    if args.resume == "newest":
+        preset = load_preset(args.preset, overrides)
+        found = newest_run(preset.output_dir, preset.name)
+        if found is None:
+            raise UserError(f"no run of {preset.name!r} with a checkpoint under {preset.output_dir}/ to resume; "
+                            f"start one with `vlmtune train {args.preset}`, or name the run: --resume RUN_DIR")
+        print(f"resuming {found} (the newest run of {preset.name} with a checkpoint)", file=sys.stderr)
+        return load_preset(found / "preset.yaml", overrides), found
     if args.resume is not None:
         run_dir = Path(args.resume)
         if not (run_dir / "preset.yaml").exists():
             raise UserError(f"{run_dir} is not a vlmtune run directory (no preset.yaml in it)")
         # The run's own resolved preset, unless another is given; --set still applies (e.g. more steps).
-        preset = load_preset(args.preset or run_dir / "preset.yaml", args.set)
-    else:
-        preset = load_preset(args.preset, args.set)
+        return load_preset(args.preset or run_dir / "preset.yaml", overrides), run_dir
+    return load_preset(args.preset, overrides), None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from trainer_core.distributed import is_distributed
+
+    preset, resume = _train_preset(args)
+    if is_distributed(preset.distributed):
+        return _train_distributed(preset, resume, args)
     if not args.headless:
         from tui.monitor_app import MonitorApp
 
-        app = MonitorApp(preset=preset, resume=args.resume)
+        app = MonitorApp(preset=preset, resume=resume)
         app.run()
         result = app.result
         if result is None:
@@ -63,37 +81,60 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"error: {result.error}", file=sys.stderr)
             return EXIT_FAILED
         return EXIT_OK
-    _quiet_libraries()
-    from trainer_core.console import ConsoleProgress
-    from trainer_core.events import EventStream, StopSignal
-    from trainer_core.train import run_training
+    from trainer_core.headless import report, run_headless
 
-    events = EventStream()
-    events.subscribe(ConsoleProgress())
-    stop = StopSignal()
-    interrupts = {"n": 0}
+    result = run_headless(preset, resume=resume, run_dir=args.run_dir, debug=args.debug)
+    return report(result, debug=args.debug)
 
-    def on_signal(signum, frame):  # noqa: ANN001
-        interrupts["n"] += 1
-        if interrupts["n"] > 1 and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C leaves at once
-        stop.request(f"signal {signal.Signals(signum).name}")
-        # os.write, not print: a signal can land while the main thread is inside a print to stderr.
-        os.write(2, b"\nstopping at the end of this step (saving a checkpoint); Ctrl-C again to abort\n")
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        result = run_training(preset, events=events, stop=stop, resume=args.resume, run_dir=args.run_dir)
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    print(result.run_dir)
-    if result.status == "failed":
-        print(f"error: {result.error}", file=sys.stderr)
-        if args.debug and result.traceback:
-            print(result.traceback, file=sys.stderr)
-        elif result.traceback:
-            print(f"(the traceback is in {result.run_dir / 'error.txt'}; --debug prints it)", file=sys.stderr)
+def _train_distributed(preset, resume: Path | None, args: argparse.Namespace) -> int:  # noqa: ANN001
+    """Several processes: write accelerate.yaml into the run folder, start `accelerate launch`, follow it."""
+    from trainer_core import distributed
+    from trainer_core.loading import resolve_precision
+    from trainer_core.run_files import new_run_dir
+
+    if os.environ.get("WORLD_SIZE"):
+        raise UserError("already inside a multi-process launch: run `vlmtune train` itself, not under "
+                        "accelerate/torchrun (vlmtune starts accelerate for you)")
+    d = preset.distributed
+    if d.num_machines > 1 and resume is None and not args.run_dir:
+        raise UserError("with several machines every machine must use the same run folder, on a filesystem they "
+                        "all see: give the same --run-dir PATH on each (`vlmtune export-config` prints the commands)")
+    if resume is not None:
+        run_dir = resume
+    else:
+        run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(preset.output_dir, preset.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # Machine 0 owns the run folder's top level; the others keep their launch files apart (same folder, shared).
+    files = run_dir if d.machine_rank == 0 else run_dir / f"node-{d.machine_rank}"
+    files.mkdir(parents=True, exist_ok=True)
+    preset_file = files / ("preset.yaml" if d.machine_rank == 0 else "preset-launch.yaml")
+    preset_file.write_text(preset.to_yaml(), encoding="utf-8")
+    precision = resolve_precision(preset.precision, preset.quantization)
+    launch = distributed.start(preset, preset_file, run_dir, resume=resume is not None, precision=precision,
+                               config_folder=files, log_file=None if args.headless else run_dir / "console.log")
+    print(f"{d.num_processes} processes on {d.num_machines} machine(s) ({d.strategy}), run folder {run_dir}",
+          file=sys.stderr)
+    if args.headless:
+        def on_signal(signum, frame):  # noqa: ANN001
+            launch.request(f"signal {signal.Signals(signum).name}")
+            os.write(2, b"\nstopping every process at the end of this step (saving a checkpoint)\n")
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            rc = launch.wait()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+    else:
+        from tui.monitor_app import MonitorApp
+
+        MonitorApp(follow=run_dir, launch=launch).run()
+        rc = launch.wait()
+    summary = distributed.finish_summary(run_dir, rc)
+    print(run_dir)
+    if summary.get("status") == "failed":
+        print(f"error: {summary.get('error')}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
@@ -318,8 +359,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("preset", nargs="?", help="preset YAML file")
     add_set(p)
     p.add_argument("--headless", action="store_true", help="progress bar instead of the live monitor")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
-    p.add_argument("--run-dir", help=argparse.SUPPRESS)  # fixed run folder (multi-process launches)
+    p.add_argument("--resume", metavar="RUN_DIR", nargs="?", const="newest",
+                   help="continue a run from its newest complete checkpoint (alone: the newest run of the preset)")
+    p.add_argument("--run-dir", help="use this run folder instead of a new time-stamped one (the same on every "
+                                     "machine of a multi-machine run)")
+    g = p.add_argument_group("several processes (accelerate launch); also the preset's distributed: section")
+    g.add_argument("--num-processes", type=int, metavar="N", help="processes on all machines, one per GPU")
+    g.add_argument("--num-machines", type=int, metavar="M")
+    g.add_argument("--machine-rank", type=int, metavar="R", help="this machine's rank (0 = main)")
+    g.add_argument("--main-process-ip", metavar="IP")
+    g.add_argument("--main-process-port", type=int, metavar="PORT")
+    g.add_argument("--strategy", choices=["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"])
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("monitor", help="watch a run (live in another process, or finished) from its folder")

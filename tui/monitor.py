@@ -154,9 +154,12 @@ class MonitorScreen(Screen):
         lines += self._memory_lines(v.memory, v.summary)
         s = v.summary
         if s:
+            world = int(s.get("world_size") or 1)
             lines += ["", f"{s.get('precision', '')} {s.get('quantization', '')}",
-                      f"batch {s.get('micro_batch_size')} x {s.get('gradient_accumulation_steps')} = "
-                      f"{s.get('effective_batch')}"]
+                      f"batch {s.get('micro_batch_size')} x {s.get('gradient_accumulation_steps')}"
+                      + (f" x {world} procs" if world > 1 else "") + f" = {s.get('effective_batch')}"]
+            for b in s.get("oom_backoffs") or []:
+                lines.append(f"OOM @{b.get('step')}: batch {b.get('from')} -> {b.get('to')}")
         self._set("stats", "\n".join(lines))
 
     def _memory_lines(self, m: dict[str, Any], summary: dict[str, Any]) -> list[str]:
@@ -209,7 +212,12 @@ class MonitorScreen(Screen):
     def action_checkpoint(self) -> None:
         if self.stop_signal is None or self.history.snapshot().status != "running":
             return
-        self.stop_signal.request_checkpoint()
+        try:
+            self.stop_signal.request_checkpoint()
+        except NotImplementedError:
+            self.notify("checkpoint-now is for single-process runs; this one saves every training.save_steps",
+                        severity="warning")
+            return
         self.notify("a checkpoint will be saved at the end of this step")
 
     def action_chat(self) -> None:

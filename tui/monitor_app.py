@@ -19,9 +19,10 @@ class MonitorApp(App):
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
 
     def __init__(self, *, preset: Any = None, follow: str | Path | None = None, resume: Any = None,
-                 callbacks: list[Any] | None = None) -> None:
+                 callbacks: list[Any] | None = None, launch: Any = None) -> None:
         super().__init__()
         self.preset, self.follow, self.resume = preset, follow, resume
+        self.launch = launch  # a multi-process run this app started (trainer_core.distributed.Launch): it can stop it
         self.callbacks = callbacks  # extra TrainerCallbacks (bench/ui_overhead.py times the run with one)
         self.history, self.stop_signal = new_run()
         self.result = None
@@ -31,7 +32,7 @@ class MonitorApp(App):
             self.push_screen(MonitorScreen(self.history, stop=self.stop_signal))
             self._train()
         else:
-            self.push_screen(MonitorScreen(self.history, follow=str(self.follow)))
+            self.push_screen(MonitorScreen(self.history, follow=str(self.follow), stop=self.launch))
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False)
     def _train(self) -> None:
@@ -40,12 +41,14 @@ class MonitorApp(App):
 
     @property
     def training(self) -> bool:
+        if self.launch is not None:
+            return self.launch.process.poll() is None
         return self.preset is not None and self.result is None
 
     async def action_quit(self) -> None:
         if self.training:
             # Quitting mid-run stops it the clean way: checkpoint and adapter at the end of this step.
-            self.stop_signal.request("quit from the monitor")
+            (self.launch or self.stop_signal).request("quit from the monitor")
             self.notify("stopping at the end of this step, then quitting …")
             self._quit_when_done()
             return
@@ -55,6 +58,6 @@ class MonitorApp(App):
     def _quit_when_done(self) -> None:
         import time
 
-        while self.result is None:
+        while self.training:
             time.sleep(0.1)
         self.call_from_thread(self.exit)
