@@ -5,6 +5,7 @@ are rotated out only after the new one is in place."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -69,6 +70,11 @@ def with_atomic_checkpoints(trainer_cls: type) -> type:
                 if target.exists():  # saved again at the same step (stop right after a scheduled save)
                     shutil.rmtree(target)
                 os.replace(staging / name, target)
+                # TRL writes its model card beside the checkpoints, i.e. into the staging folder: move it out.
+                if (staging / "README.md").is_file():
+                    os.replace(staging / "README.md", final_root / "README.md")
+                with contextlib.suppress(OSError):
+                    staging.rmdir()  # empty now; a leftover would look like a crash to the user
                 rotate_checkpoints(str(final_root), save_total_limit=self.args.save_total_limit)
             self.accelerator.wait_for_everyone()
 

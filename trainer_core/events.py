@@ -99,6 +99,19 @@ class CheckpointSaved(Event):
 
 
 @dataclass(frozen=True)
+class OomBackoff(Event):
+    """A step ran out of memory; training goes on from `step` (the last completed optimizer step) with a
+    smaller micro-batch and more accumulation (their product unchanged), or with gradient checkpointing."""
+
+    kind: ClassVar[str] = "oom_backoff"
+    step: int
+    before: dict[str, Any]  # micro_batch_size, gradient_accumulation_steps, gradient_checkpointing
+    after: dict[str, Any]
+    memory_at_failure: int | None  # bytes: CUDA peak allocated, or the process's RSS on CPU
+    during: str  # "fit check" or "training"
+
+
+@dataclass(frozen=True)
 class LogMessage(Event):
     kind: ClassVar[str] = "log"
     level: str

@@ -26,7 +26,8 @@ def quiet_libraries() -> None:
 
 
 def run_headless(preset: Preset, *, resume: str | Path | None = None, run_dir: str | Path | None = None,
-                 progress: bool = True, debug: bool = False, callbacks: list[Any] | None = None):
+                 progress: bool = True, debug: bool = False, callbacks: list[Any] | None = None,
+                 fit_check: bool | None = None):
     """Train with a console progress bar; returns the engine's RunResult (never raises for a failed run)."""
     quiet_libraries()
     from trainer_core.console import ConsoleProgress
@@ -50,7 +51,8 @@ def run_headless(preset: Preset, *, resume: str | Path | None = None, run_dir: s
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return run_training(preset, events=events, stop=stop, resume=resume, run_dir=run_dir, callbacks=callbacks)
+        return run_training(preset, events=events, stop=stop, resume=resume, run_dir=run_dir, callbacks=callbacks,
+                            fit_check=fit_check)
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -26,6 +26,7 @@ from trainer_core.events import (
     EventStream,
     LogMessage,
     Memory,
+    OomBackoff,
     RunFinished,
     RunStarted,
     SampleGenerated,
@@ -97,7 +98,7 @@ def memory_snapshot() -> Memory:
 
 def explain_error(exc: BaseException) -> str:
     """One readable paragraph for a failure: what went wrong and what to try."""
-    if isinstance(exc, (PresetError, DataError, ModelLoadError, CheckpointSaveError)):
+    if isinstance(exc, (PresetError, DataError, ModelLoadError, CheckpointSaveError, OutOfMemoryAfterBackoff)):
         return str(exc)
     import torch
 
@@ -280,6 +281,98 @@ def _planned_steps(trainer: Any, preset: Preset, world_size: int) -> int:
     return max(1, math.ceil(len(trainer.train_dataset) / per_step * t.epochs))
 
 
+def _fit_check_on(requested: bool | None, world_size: int) -> bool:
+    # Back-off changes the batch shape of one process; under several the ranks would disagree, so only measure
+    # there... and not even that: a rank-local OOM fails the run, which says what to change.
+    if world_size > 1:
+        return False
+    if requested is not None:
+        return requested
+    from trainer_core.loading import cuda_available
+
+    return cuda_available()
+
+
+def _memory_now() -> int | None:
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return int(torch.cuda.max_memory_allocated())
+    return memory_snapshot().rss
+
+
+def _train_backing_off(trainer: Any, make: Any, preset: Preset, resume_ckpt: Path | None, paths: RunPaths,
+                       events: EventStream, summary: dict[str, Any], recorder: RunRecorder | None, *,
+                       fit_check: bool) -> Any:
+    """trainer.train(), going on after an out-of-memory step with a smaller micro-batch (and the same effective
+    batch) from the last completed optimizer step, saved as a checkpoint so that the Trainer's own resume
+    restores the weights, optimizer, scheduler and position in the data. Returns the trainer that finished."""
+    from trainer_core.backoff import BatchShape, apply, free_memory, is_oom, next_smaller
+    from trainer_core.fit_check import run_fit_check
+
+    main = recorder is not None
+    current, ckpt = preset, resume_ckpt
+    summary.setdefault("oom_backoffs", [])
+    during = "fit check" if fit_check else "training"
+    while True:
+        try:
+            if during == "fit check":
+                # The estimate is the one for the preset as given; after a back-off the check measures the new shape.
+                summary["fit_check"] = run_fit_check(trainer, current, summary.get("memory_estimate")
+                                                     if current is preset else None)
+                if main:
+                    write_summary(paths, summary)
+                during = "training"
+            trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+            return trainer
+        except Exception as exc:
+            if not is_oom(exc) or world_info()[1] > 1:
+                raise
+            memory, message = _memory_now(), str(exc).splitlines()[0][:200]
+        # Out of the except block: the exception's frames held the failed step's activations.
+        before = BatchShape.of(current)
+        after = next_smaller(before)
+        step = trainer.state.global_step
+        free_memory(trainer)
+        if after is None:
+            raise OutOfMemoryAfterBackoff(before, summary["oom_backoffs"], message)
+        if step > 0 and (ckpt is None or ckpt.name != f"checkpoint-{step}"):
+            # The weights and optimizer are those of the last completed step (the failed one never reached
+            # optimizer.step): save them as that step's checkpoint and resume from it.
+            trainer._save_checkpoint(trainer.model, trial=None)
+        ckpt = paths.checkpoints / f"checkpoint-{step}" if step > 0 else None
+        if recorder is not None:
+            truncate_metrics_after(paths, step)
+            recorder.close()  # its handles point at the files truncation replaced; the next row reopens them
+        summary["oom_backoffs"].append({"step": step, "during": during, "from": before.as_dict(),
+                                        "to": after.as_dict(), "memory_at_failure": memory, "error": message})
+        if main:
+            write_summary(paths, summary)
+        events.emit(OomBackoff(step=step, before=before.as_dict(), after=after.as_dict(), memory_at_failure=memory,
+                               during=during))
+        events.emit(LogMessage(level="warning", message=f"out of memory in step {step + 1} ({during}) with "
+                                                        f"{before}: going on with {after}"))
+        model = trainer.model  # the weights stay; the old trainer's optimizer and buffers go
+        del trainer
+        free_memory(None)
+        current = apply(current, after)
+        trainer = make(current, model, None)
+
+
+class OutOfMemoryAfterBackoff(RuntimeError):
+    def __init__(self, last: Any, backoffs: list[dict[str, Any]], cause: str) -> None:
+        self.last, self.backoffs = last, backoffs
+        tried = f" after backing off {len(backoffs)} time(s)" if backoffs else ""
+        super().__init__(
+            f"out of memory with {last}{tried}: nothing is left to trade without changing the run. "
+            f"{what_would_fit_hint()} ({cause[:160]})")
+
+
+def what_would_fit_hint() -> str:
+    return ("What would fit, in order: a lower training.max_length, quantization: 4bit (QLoRA), a smaller "
+            "lora.r, or a smaller model; `vlmtune plan PRESET` names the configuration that fits this machine.")
+
+
 def _save_adapter(trainer: Any, processing_class: Any, target: Path) -> Path:
     def fill(tmp: Path) -> None:
         trainer.model.save_pretrained(str(tmp), safe_serialization=True)
@@ -290,10 +383,11 @@ def _save_adapter(trainer: Any, processing_class: Any, target: Path) -> Path:
 
 def run_training(preset: Preset, *, events: EventStream | None = None, stop: StopSignal | None = None,
                  resume: str | Path | None = None, run_dir: str | Path | None = None,
-                 callbacks: list[Any] | None = None) -> RunResult:
+                 callbacks: list[Any] | None = None, fit_check: bool | None = None) -> RunResult:
     """Train `preset`; `resume` continues a run directory from its newest checkpoint.
 
-    `callbacks` are extra transformers TrainerCallbacks (for integrations and benchmarks).
+    `callbacks` are extra transformers TrainerCallbacks (for integrations and benchmarks). `fit_check` runs
+    the longest batch once before step 1 and backs off if it does not fit (None: on GPUs only).
     """
     events = events or EventStream()
     stop = stop or StopSignal()
@@ -333,9 +427,8 @@ def run_training(preset: Preset, *, events: EventStream | None = None, stop: Sto
         if main:
             atomic_write_text(paths.preset, preset.to_yaml())
             write_summary(paths, summary)
-        trainer, resume_ckpt, loaded = _build_trainer(preset, paths, events, stop, ctx, resume is not None)
-        for cb in callbacks or []:
-            trainer.add_callback(cb)
+        trainer, resume_ckpt, loaded, make = _build_trainer(preset, paths, events, stop, ctx, resume is not None,
+                                                            list(callbacks or []))
         if resume_ckpt is not None:
             summary["resumed_from"] = {"step": int(resume_ckpt.name.split("-")[-1]), "checkpoint": str(resume_ckpt),
                                        "at": time.time()}
@@ -344,6 +437,11 @@ def run_training(preset: Preset, *, events: EventStream | None = None, stop: Sto
         trainable, total = count_parameters(trainer.model)
         summary.update(trainable_params=trainable, total_params=total)
         effective = preset.training.micro_batch_size * preset.training.gradient_accumulation_steps * world_size
+        checking = _fit_check_on(fit_check, world_size)
+        if checking:
+            from trainer_core.fit_check import preset_estimate
+
+            summary["memory_estimate"] = preset_estimate(preset, loaded.precision)
         events.emit(RunStarted(
             run_dir=str(root), name=preset.name, task=preset.task, model=preset.model.name_or_path,
             is_vlm=loaded.is_vlm, trainable_params=trainable, total_params=total,
@@ -355,13 +453,15 @@ def run_training(preset: Preset, *, events: EventStream | None = None, stop: Sto
                 "micro_batch_size": preset.training.micro_batch_size,
                 "gradient_accumulation_steps": preset.training.gradient_accumulation_steps,
                 "effective_batch": effective, "world_size": world_size, "train_rows": len(trainer.train_dataset),
+                "memory_estimate": summary.get("memory_estimate"),
                 "eval_rows": len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
             },
         ))
         if stop.requested:  # stopped while loading: nothing trained, nothing to save
             ctx.stopped = True
         else:
-            trainer.train(resume_from_checkpoint=str(resume_ckpt) if resume_ckpt else None)
+            trainer = _train_backing_off(trainer, make, preset, resume_ckpt, paths, events, summary, recorder,
+                                         fit_check=checking)
         state = trainer.state
         steps = max(state.global_step, int(resume_ckpt.name.split("-")[-1]) if resume_ckpt else 0)
         losses = [h["loss"] for h in state.log_history if "loss" in h]
@@ -385,7 +485,8 @@ def run_training(preset: Preset, *, events: EventStream | None = None, stop: Sto
         steps = trainer.state.global_step if trainer is not None else summary.get("steps", 0)
         summary.update(status="failed", error=message, steps=steps, finished=time.time())
         # Errors the user can fix are explained in `message`; only surprises keep a traceback.
-        known = isinstance(exc, (PresetError, DataError, ModelLoadError, FileNotFoundError, CheckpointSaveError))
+        known = isinstance(exc, (PresetError, DataError, ModelLoadError, FileNotFoundError, CheckpointSaveError,
+                                 OutOfMemoryAfterBackoff))
         tb = None if known else traceback.format_exc()
         if main:
             write_summary(paths, summary)
@@ -406,7 +507,7 @@ def run_training(preset: Preset, *, events: EventStream | None = None, stop: Sto
 
 
 def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: StopSignal, ctx: _RunContext,
-                   resuming: bool):
+                   resuming: bool, callbacks: list[Any]):
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from trainer_core.data.prepare import prepare_dataset
@@ -439,18 +540,6 @@ def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: S
             raise FileNotFoundError(f"{paths.root} has no checkpoint to resume from (checkpoints/ is empty)")
     from trainer_core.loading import cuda_available
 
-    args = trainer_args(preset, checkpoints_dir=paths.checkpoints, precision=precision,
-                        has_eval=data.eval is not None, use_cpu=not cuda_available())
-    loaded = load_model(m.name_or_path, precision=precision, quantization=preset.quantization,
-                        trust_remote_code=m.trust_remote_code, revision=m.revision,
-                        attn_implementation=m.attn_implementation)
-    loaded.processing_class, loaded.tokenizer = processing_class, tokenizer
-    peft_config = None
-    if preset.lora.enabled:
-        targets = preset.lora.target_modules
-        if targets == "auto":
-            targets = auto_target_modules(loaded.model, include_vision=preset.lora.train_vision_tower)
-        peft_config = lora_config(preset, targets)
     ctx.processing_class, ctx.is_vlm = processing_class, is_vlm
     _, world_size = world_info()
     ctx.samples_per_step = preset.training.micro_batch_size * preset.training.gradient_accumulation_steps * world_size
@@ -462,10 +551,32 @@ def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: S
     Trainer = with_atomic_checkpoints(Trainer)  # noqa: N806
     if world_info()[0] == 0:
         clear_staging(paths.checkpoints)  # a save cut short by a crash
-    trainer = Trainer(model=loaded.model, args=args, train_dataset=data.train, eval_dataset=data.eval,
-                      processing_class=processing_class, peft_config=peft_config)
-    # Our progress display and event stream replace the Trainer's printing (it would write behind a TUI).
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(_make_callback(events, stop, ctx))
-    return trainer, resume_ckpt, loaded
+
+    def make(p: Preset, model: Any, peft: Any) -> Any:
+        """A Trainer for `p`'s batch shape around `model` (a new one after an OOM back-off, same weights)."""
+        args = trainer_args(p, checkpoints_dir=paths.checkpoints, precision=precision,
+                            has_eval=data.eval is not None, use_cpu=not cuda_available())
+        trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
+                          processing_class=processing_class, peft_config=peft)
+        # Our progress display and event stream replace the Trainer's printing (it would write behind a TUI).
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_make_callback(events, stop, ctx))
+        for cb in callbacks:
+            trainer.add_callback(cb)
+        return trainer
+
+    # The arguments are checked before the weights load: a bad training.extra fails in a second.
+    trainer_args(preset, checkpoints_dir=paths.checkpoints, precision=precision, has_eval=data.eval is not None,
+                 use_cpu=not cuda_available())
+    loaded = load_model(m.name_or_path, precision=precision, quantization=preset.quantization,
+                        trust_remote_code=m.trust_remote_code, revision=m.revision,
+                        attn_implementation=m.attn_implementation)
+    loaded.processing_class, loaded.tokenizer = processing_class, tokenizer
+    peft_config = None
+    if preset.lora.enabled:
+        targets = preset.lora.target_modules
+        if targets == "auto":
+            targets = auto_target_modules(loaded.model, include_vision=preset.lora.train_vision_tower)
+        peft_config = lora_config(preset, targets)
+    return make(preset, loaded.model, peft_config), resume_ckpt, loaded, make

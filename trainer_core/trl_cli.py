@@ -80,6 +80,11 @@ def write_trl_config(preset: Preset, out_dir: str | Path) -> tuple[Path, TrlCliC
                            f"exported data, as vlmtune would (first: {prepared.skipped[0]})"])
     path = out_dir / f"trl-{config.command}.yaml"
     atomic_write_text(path, _yaml_text(preset, config, path))
+    if _is_distributed(preset):
+        from trainer_core.distributed import write_accelerate_config
+
+        # The engine's own launch layout, with mixed precision agreeing with the YAML's bf16/fp16.
+        write_accelerate_config(out_dir, preset.distributed, precision=_precision_of(config.values))
     return path, config
 
 
@@ -101,6 +106,7 @@ def _build(preset: Preset, dataset_dir: Path, has_eval: bool) -> TrlCliConfig:
         **_training_values(preset, precision, has_eval, notes),
     }
     notes += _engine_only_notes(preset, values["output_dir"])
+    notes += _distributed_notes(preset)
     _check_keys(values, preset.task)
     return TrlCliConfig(preset.task, values, notes)
 
@@ -180,11 +186,18 @@ def _auto_targets(preset: Preset, model_config: Any, is_vlm: bool) -> tuple[str,
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
+    from trainer_core.loading import ModelLoadError
     from trainer_core.lora_targets import auto_target_modules
 
     auto = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
-    with torch.device("meta"):
-        model = auto.from_config(model_config, trust_remote_code=preset.model.trust_remote_code)
+    try:
+        with torch.device("meta"):
+            model = auto.from_config(model_config, trust_remote_code=preset.model.trust_remote_code)
+    except Exception as exc:  # model code can fail in many ways on the meta device
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"could not list the layers of {preset.model.name_or_path} to resolve "
+                             f"lora.target_modules: auto ({first}); set lora.target_modules to module names "
+                             "or a regex instead") from None
     return auto_target_modules(model, include_vision=preset.lora.train_vision_tower), type(model).__name__
 
 
@@ -237,6 +250,9 @@ def _training_values(preset: Preset, precision: str, has_eval: bool, notes: list
     if has_eval:
         values["eval_steps"] = t.eval_steps or t.save_steps
     values.update(_checkpointing_values(args))
+    if getattr(args, "ddp_find_unused_parameters", None) is not None:
+        # The engine's DDP choice (only matters with several processes).
+        values["ddp_find_unused_parameters"] = args.ddp_find_unused_parameters
     if preset.task == "dpo":
         values["beta"] = preset.dpo.beta
         values["loss_type"] = [preset.dpo.loss_type]
@@ -293,6 +309,30 @@ def _engine_only_notes(preset: Preset, output_dir: str) -> list[str]:
         notes.append("samples: TRL's CLI does not generate sample answers during training; the "
                      f"{len(preset.samples.prompts)} sample prompt(s) are not carried over")
     return notes
+
+
+def _is_distributed(preset: Preset) -> bool:
+    from trainer_core.distributed import is_distributed
+
+    return is_distributed(preset.distributed)
+
+
+def _distributed_notes(preset: Preset) -> list[str]:
+    """Processes are accelerate's business, not a TRL config key: say how to launch them the engine's way."""
+    if not _is_distributed(preset):
+        return []
+    d = preset.distributed
+    command = f"trl {preset.task} --config trl-{preset.task}.yaml --accelerate_config accelerate.yaml"
+    note = (f"distributed: {d.num_processes} processes ({d.strategy}) are started by accelerate, not by this file; "
+            f"run `{command}` in the export folder (vlmtune's own accelerate config is written next to it; "
+            "TRL's bundled ones force bf16 mixed precision)")
+    if d.num_machines > 1:
+        note += f"; on each other machine add --machine_rank N (0 to {d.num_machines - 1})"
+    return [note]
+
+
+def _precision_of(values: dict[str, Any]) -> str:
+    return {dtype: precision for precision, dtype in TRL_DTYPES.items()}[values["dtype"]]
 
 
 def _check_keys(values: dict[str, Any], command: str) -> None:

@@ -71,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.headless:
         from tui.monitor_app import MonitorApp
 
-        app = MonitorApp(preset=preset, resume=resume)
+        app = MonitorApp(preset=preset, resume=resume, fit_check=args.fit_check)
         app.run()
         result = app.result
         if result is None:
@@ -83,7 +83,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return EXIT_OK
     from trainer_core.headless import report, run_headless
 
-    result = run_headless(preset, resume=resume, run_dir=args.run_dir, debug=args.debug)
+    result = run_headless(preset, resume=resume, run_dir=args.run_dir, debug=args.debug, fit_check=args.fit_check)
     return report(result, debug=args.debug)
 
 
@@ -136,6 +136,47 @@ def _train_distributed(preset, resume: Path | None, args: argparse.Namespace) ->
     if summary.get("status") == "failed":
         print(f"error: {summary.get('error')}", file=sys.stderr)
         return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_export_config(args: argparse.Namespace) -> int:
+    """Everything needed to take the run elsewhere: TRL CLI config (+ data in TRL's format), accelerate config,
+    and the launch command lines for each machine."""
+    import shlex
+
+    from trainer_core.distributed import node_command_lines, write_accelerate_config
+    from trainer_core.loading import resolve_precision
+    from trainer_core.trl_cli import write_trl_config
+
+    preset, _ = _train_preset(argparse.Namespace(**{**vars(args), "resume": None}))
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder (it is created if missing)")
+    out.mkdir(parents=True, exist_ok=True)
+    _quiet_libraries()
+    preset_file = out / "preset.yaml"
+    preset_file.write_text(preset.to_yaml(), encoding="utf-8")
+    trl_file, trl = write_trl_config(preset, out)
+    accel = write_accelerate_config(out, preset.distributed, precision=resolve_precision(preset.precision,
+                                                                                         preset.quantization))
+    d = preset.distributed
+    run_dir = args.run_dir or str(Path(preset.output_dir) / f"{preset.name}-shared")
+    vlmtune_lines = node_command_lines(str(preset_file), d, run_dir)
+    trl_line = shlex.join(["trl", trl.command, "--config", str(trl_file), "--accelerate_config", str(accel)]
+                          + (["--machine_rank", "R"] if d.num_machines > 1 else []))
+    lines = ["#!/bin/sh", "# Written by `vlmtune export-config`. With vlmtune (one line per machine):"]
+    lines += [f"# machine {r}:\n{line}" if d.num_machines > 1 else line for r, line in enumerate(vlmtune_lines)]
+    lines += ["", "# Or with TRL's own command line (same model, data, LoRA and training values):",
+              f"# {trl_line}"]
+    lines += [f"# note: {n}" for n in trl.notes]
+    (out / "launch.sh").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {preset_file}, {trl_file} (+ {out / 'data'}), {accel} and {out / 'launch.sh'}\n")
+    print("vlmtune, on each machine:" if d.num_machines > 1 else "vlmtune:")
+    for r, line in enumerate(vlmtune_lines):
+        print(f"  {'[machine ' + str(r) + '] ' if d.num_machines > 1 else ''}{line}")
+    print(f"\nTRL's command line:\n  {trl_line}")
+    for n in trl.notes:
+        print(f"  note: {n}")
     return EXIT_OK
 
 
@@ -355,6 +396,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a preset field, e.g. --set training.max_steps=20 (repeatable)")
 
+    def add_distributed(p: argparse.ArgumentParser) -> None:
+        g = p.add_argument_group("several processes (accelerate launch); also the preset's distributed: section")
+        g.add_argument("--num-processes", type=int, metavar="N", help="processes on all machines, one per GPU")
+        g.add_argument("--num-machines", type=int, metavar="M")
+        g.add_argument("--machine-rank", type=int, metavar="R", help="this machine's rank (0 = main)")
+        g.add_argument("--main-process-ip", metavar="IP")
+        g.add_argument("--main-process-port", type=int, metavar="PORT")
+        g.add_argument("--strategy", choices=["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"])
+
     p = sub.add_parser("train", help="train from a preset")
     p.add_argument("preset", nargs="?", help="preset YAML file")
     add_set(p)
@@ -363,14 +413,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue a run from its newest complete checkpoint (alone: the newest run of the preset)")
     p.add_argument("--run-dir", help="use this run folder instead of a new time-stamped one (the same on every "
                                      "machine of a multi-machine run)")
-    g = p.add_argument_group("several processes (accelerate launch); also the preset's distributed: section")
-    g.add_argument("--num-processes", type=int, metavar="N", help="processes on all machines, one per GPU")
-    g.add_argument("--num-machines", type=int, metavar="M")
-    g.add_argument("--machine-rank", type=int, metavar="R", help="this machine's rank (0 = main)")
-    g.add_argument("--main-process-ip", metavar="IP")
-    g.add_argument("--main-process-port", type=int, metavar="PORT")
-    g.add_argument("--strategy", choices=["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"])
+    add_distributed(p)
+    fit = p.add_mutually_exclusive_group()
+    fit.add_argument("--fit-check", dest="fit_check", action="store_true", default=None,
+                     help="before step 1, run the longest batch once and back off if it does not fit (default on GPUs)")
+    fit.add_argument("--no-fit-check", dest="fit_check", action="store_false")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export-config", help="write a TRL CLI config, an accelerate config and the launch "
+                                             "commands, to run the preset elsewhere")
+    p.add_argument("preset")
+    p.add_argument("--out", required=True, metavar="DIR")
+    add_set(p)
+    p.add_argument("--run-dir", help="the shared run folder the printed commands use")
+    add_distributed(p)
+    p.set_defaults(func=cmd_export_config)
 
     p = sub.add_parser("monitor", help="watch a run (live in another process, or finished) from its folder")
     p.add_argument("run_dir")

@@ -19,10 +19,11 @@ class MonitorApp(App):
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
 
     def __init__(self, *, preset: Any = None, follow: str | Path | None = None, resume: Any = None,
-                 callbacks: list[Any] | None = None, launch: Any = None) -> None:
+                 callbacks: list[Any] | None = None, launch: Any = None, fit_check: bool | None = None) -> None:
         super().__init__()
         self.preset, self.follow, self.resume = preset, follow, resume
         self.launch = launch  # a multi-process run this app started (trainer_core.distributed.Launch): it can stop it
+        self.fit_check = fit_check
         self.callbacks = callbacks  # extra TrainerCallbacks (bench/ui_overhead.py times the run with one)
         self.history, self.stop_signal = new_run()
         self.result = None
@@ -37,7 +38,7 @@ class MonitorApp(App):
     @work(thread=True, exclusive=True, group="train", exit_on_error=False)
     def _train(self) -> None:
         self.result = run_engine(self.preset, self.history, self.stop_signal, resume=self.resume,
-                                 callbacks=self.callbacks)
+                                 callbacks=self.callbacks, fit_check=self.fit_check)
 
     @property
     def training(self) -> bool:

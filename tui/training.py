@@ -28,7 +28,7 @@ class _LinesToEvents(io.TextIOBase):
 
 
 def run_engine(preset: Any, history: RunHistory, stop: StopSignal, *, resume: Any = None,
-               extra_subscribers: tuple = (), callbacks: list[Any] | None = None) -> Any:
+               extra_subscribers: tuple = (), callbacks: list[Any] | None = None, fit_check: bool | None = None) -> Any:
     """Blocking: call from a thread worker. Returns the engine's RunResult."""
     from trainer_core.train import run_training
 
@@ -44,7 +44,8 @@ def run_engine(preset: Any, history: RunHistory, stop: StopSignal, *, resume: An
     transformers.utils.logging.disable_default_handler()
     try:
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            return run_training(preset, events=events, stop=stop, resume=resume, callbacks=callbacks)
+            return run_training(preset, events=events, stop=stop, resume=resume, callbacks=callbacks,
+                                fit_check=fit_check)
     finally:
         transformers.utils.logging.enable_default_handler()
 
