@@ -116,6 +116,14 @@ def node_command_lines(preset_file: str, d: DistributedSection, run_dir: str) ->
     return lines
 
 
+_PEER_LOST = ("closed by peer", "connection reset", "remote worker", "broken pipe", "ncclremoteerror",
+              "socket timeout", "connection refused")
+
+
+def _lost_a_peer(error: str) -> bool:
+    return any(k in error.lower() for k in _PEER_LOST)
+
+
 def rank_errors(run_dir: Path) -> list[tuple[int, str]]:
     """(rank, error) for every rank that reported a failure, first failure first: when one rank fails, the
     others fail after it (a broken connection), and the first is the cause."""
@@ -190,7 +198,12 @@ def finish_summary(run_dir: Path, returncode: int) -> dict[str, Any]:
     if summary.get("status") in ("completed", "stopped") and returncode == 0:
         return summary
     errors = rank_errors(run_dir)
-    if errors:
+    if errors and len(errors) == 1 and _lost_a_peer(errors[0][1]):
+        # The rank that reported only lost its connection: the cause is a process that died without a word.
+        summary.update(status="failed", error_rank=None, error=(
+            "a process ended without a report (killed, e.g. by the system running out of memory, or its machine "
+            f"went down); rank {errors[0][0]} then lost its connection: {errors[0][1][:200]}"))
+    elif errors:
         rank, error = errors[0]
         summary.update(status="failed", error=error if rank == 0 else f"rank {rank}: {error}", error_rank=rank)
     elif summary.get("status") != "failed":
