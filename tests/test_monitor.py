@@ -123,3 +123,19 @@ async def test_monitor_command_on_a_finished_run(demo_preset):
         v = app.history.snapshot()
     assert f"final loss {result.final_loss:.4f}" in title
     assert len(v.loss) == 6 and {s["step"] for s in v.samples} == {3, 6}
+
+
+def test_an_oom_backoff_shows_in_the_log_and_the_batch_line(tmp_path):
+    # as the engine writes it (tests/test_faults.py makes a real one under a memory limit)
+    rows = [{"event": "run_started", "name": "r", "task": "sft", "run_dir": str(tmp_path), "max_steps": 6,
+             "summary": {"micro_batch_size": 32, "gradient_accumulation_steps": 1, "effective_batch": 32}},
+            {"event": "oom_backoff", "step": 2, "during": "training", "memory_at_failure": 5 * 2**20,
+             "before": {"micro_batch_size": 32, "gradient_accumulation_steps": 1, "gradient_checkpointing": False},
+             "after": {"micro_batch_size": 16, "gradient_accumulation_steps": 2, "gradient_checkpointing": False}}]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    history = RunHistory()
+    RunFollower(tmp_path, history).poll()
+    v = history.snapshot()
+    assert v.summary["micro_batch_size"] == 16 and v.summary["gradient_accumulation_steps"] == 2
+    assert v.summary["effective_batch"] == 32
+    assert "out of memory after step 2: micro-batch 32 -> 16, accumulation 1 -> 2" in v.logs

@@ -21,6 +21,7 @@ from trainer_core.events import (
     EvalLogged,
     Event,
     LogMessage,
+    OomBackoff,
     RunFinished,
     RunStarted,
     SampleGenerated,
@@ -100,6 +101,8 @@ class RunHistory:
         elif isinstance(e, CheckpointSaved):
             v.checkpoints.append(e.path)
             self._logs.append(f"step {e.step}: checkpoint saved ({Path(e.path).name})")
+        elif isinstance(e, OomBackoff):
+            self._backoff(e.step, e.before, e.after, e.memory_at_failure)
         elif isinstance(e, LogMessage):
             if e.level != "debug":
                 self._logs.append(f"{e.level}: {e.message.strip().splitlines()[0] if e.message.strip() else ''}")
@@ -107,6 +110,19 @@ class RunHistory:
             v.status, v.error, v.final_loss, v.adapter = e.status, e.error, e.final_loss, e.adapter
             v.run_dir = v.run_dir or e.run_dir
             self._logs.append(f"{e.status} after {e.steps} steps" + (f": {e.error}" if e.error else ""))
+
+    def _backoff(self, step: int, before: dict[str, Any], after: dict[str, Any], memory: Any) -> None:
+        """The batch line shows the shape in use; the back-offs are listed with it."""
+        v = self._view
+        v.summary["micro_batch_size"] = after.get("micro_batch_size")
+        v.summary["gradient_accumulation_steps"] = after.get("gradient_accumulation_steps")
+        v.summary.setdefault("oom_backoffs", []).append({"step": step, "from": before.get("micro_batch_size"),
+                                                         "to": after.get("micro_batch_size")})
+        self._logs.append(f"out of memory after step {step}: micro-batch {before.get('micro_batch_size')} -> "
+                          f"{after.get('micro_batch_size')}, accumulation {before.get('gradient_accumulation_steps')}"
+                          f" -> {after.get('gradient_accumulation_steps')}"
+                          + (" + gradient checkpointing" if after.get("gradient_checkpointing")
+                             and not before.get("gradient_checkpointing") else ""))
 
     def _step(self, step: int, total: int, epoch: float, loss: float | None, lr: float | None,
               sps: float | None, tps: float | None, elapsed: float, memory: dict[str, Any]) -> None:
@@ -146,6 +162,9 @@ class RunHistory:
                 v.name, v.task, v.run_dir = r.get("name", ""), r.get("task", ""), r.get("run_dir", "")
                 v.total_steps = int(r.get("max_steps") or v.total_steps)
                 v.summary = dict(r.get("summary") or {})
+            elif event == "oom_backoff":
+                self._backoff(int(r.get("step", 0)), r.get("before") or {}, r.get("after") or {},
+                              r.get("memory_at_failure"))
             elif event == "checkpoint":
                 v.checkpoints.append(r.get("path", ""))
                 self._logs.append(f"step {r.get('step')}: checkpoint saved")
