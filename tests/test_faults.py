@@ -183,7 +183,8 @@ def test_oom_backs_off_keeping_the_effective_batch(demo, tmp_path):
     assert [r["step"] for r in rows(run)] == list(range(1, 7))
     events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
     assert any(e["event"] == "oom_backoff" and e["before"]["micro_batch_size"] == 32 for e in events)
-    assert (run / "checkpoints" / "checkpoint-2").is_dir() and not (run / "checkpoints" / ".staging").exists()
+    # each back-off after step 0 resumed from a checkpoint of its step (rotation may since have removed it)
+    assert all(b["step"] >= 2 for b in backoffs) and not (run / "checkpoints" / ".staging").exists()
 
 
 # -- crash-safe resume
@@ -206,7 +207,8 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(demo, tmp_path):
     proc.communicate()
     assert summary(run)["status"] == "running"
     # a checkpoint being written when the power went: a staging folder, never a checkpoint-N
-    (run / "checkpoints" / ".staging" / "checkpoint-12").mkdir(parents=True)
+    # (the kill may have caught a real one being written: same thing)
+    (run / "checkpoints" / ".staging" / "checkpoint-12").mkdir(parents=True, exist_ok=True)
     (run / "checkpoints" / ".staging" / "checkpoint-12" / "adapter_model.safetensors").write_bytes(b"\0" * 10)
 
     out = vlmtune("train", str(demo.presets / "demo-sft.yaml"), "--headless", "--resume", *slow)

@@ -61,9 +61,12 @@ def is_oom(exc: BaseException) -> bool:
 
     if isinstance(exc, torch.OutOfMemoryError):
         return True
+    if isinstance(exc, MemoryError):
+        return True
     text = str(exc)
-    return isinstance(exc, (RuntimeError, MemoryError)) and (
-        "can't allocate memory" in text or "out of memory" in text.lower() or isinstance(exc, MemoryError))
+    # oneDNN (CPU kernels) reports a scratchpad it could not allocate as "could not create a primitive".
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower()
+                                              or "could not create a primitive" in text)
 
 
 def free_memory(trainer: Any) -> None:
