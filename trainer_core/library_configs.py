@@ -45,17 +45,11 @@ def lora_config(preset: Preset, target_modules: str | list[str]):
     )
 
 
-def trainer_args(preset: Preset, *, checkpoints_dir: Path, precision: str, has_eval: bool,
-                 use_cpu: bool = False):
-    """SFTConfig or DPOConfig for the preset (TRL's own classes, so every TRL default applies)."""
-    from transformers.trainer_utils import SchedulerType
-    from transformers.training_args import OptimizerNames
-
+def training_values(preset: Preset, precision: str) -> dict[str, Any]:
+    """The preset's training section by TrainingArguments' names: one mapping for the engine's SFTConfig/DPOConfig
+    and for the TRL CLI config that `export-config` writes."""
     t = preset.training
-    _check_choice(t.lr_scheduler, [s.value for s in SchedulerType], "training.lr_scheduler")
-    _check_choice(t.optimizer, [o.value for o in OptimizerNames], "training.optimizer")
-    common: dict[str, Any] = {
-        "output_dir": str(checkpoints_dir),
+    return {
         "per_device_train_batch_size": t.micro_batch_size,
         "per_device_eval_batch_size": t.micro_batch_size,
         "gradient_accumulation_steps": t.gradient_accumulation_steps,
@@ -76,6 +70,21 @@ def trainer_args(preset: Preset, *, checkpoints_dir: Path, precision: str, has_e
         "seed": t.seed,
         "bf16": precision == "bf16",
         "fp16": precision == "fp16",
+    }
+
+
+def trainer_args(preset: Preset, *, checkpoints_dir: Path, precision: str, has_eval: bool,
+                 use_cpu: bool = False):
+    """SFTConfig or DPOConfig for the preset (TRL's own classes, so every TRL default applies)."""
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    t = preset.training
+    _check_choice(t.lr_scheduler, [s.value for s in SchedulerType], "training.lr_scheduler")
+    _check_choice(t.optimizer, [o.value for o in OptimizerNames], "training.optimizer")
+    common: dict[str, Any] = {
+        "output_dir": str(checkpoints_dir),
+        **training_values(preset, precision),
         "use_cpu": use_cpu,
         "dataloader_pin_memory": not use_cpu and _cuda(),
         "eval_strategy": "steps" if has_eval else "no",

@@ -219,32 +219,15 @@ def _validated_args(preset: Preset, *, has_eval: bool) -> Any:
 
 
 def _training_values(preset: Preset, precision: str, has_eval: bool, notes: list[str]) -> dict[str, Any]:
+    from trainer_core.library_configs import training_values
+
     t = preset.training
     args = _validated_args(preset, has_eval=has_eval)
     values: dict[str, Any] = {
         # A fixed folder: TRL writes checkpoints and the final model straight into output_dir.
         "output_dir": str(Path(preset.output_dir) / f"{preset.name}-trl"),
-        "per_device_train_batch_size": t.micro_batch_size,
-        "per_device_eval_batch_size": t.micro_batch_size,
-        "gradient_accumulation_steps": t.gradient_accumulation_steps,
-        "learning_rate": t.learning_rate,
-        "num_train_epochs": t.epochs,
-        "max_steps": t.max_steps,
-        "max_length": t.max_length,
-        # transformers 5 has no warmup_ratio: a float warmup_steps below 1 is the ratio.
-        "warmup_steps": t.warmup_ratio,
-        "lr_scheduler_type": t.lr_scheduler,
-        "optim": t.optimizer,
-        "weight_decay": t.weight_decay,
-        "max_grad_norm": t.max_grad_norm,
-        "logging_steps": t.logging_steps,
-        "save_strategy": "steps",
-        "save_steps": t.save_steps,
-        "save_total_limit": t.save_total_limit,
-        "seed": t.seed,
-        # TRL's bf16 defaults to on, so both are always written.
-        "bf16": precision == "bf16",
-        "fp16": precision == "fp16",
+        # The engine's own mapping; TRL's bf16 defaults to on, so bf16/fp16 are always written.
+        **training_values(preset, precision),
         "eval_strategy": "steps" if has_eval else "no",
     }
     if has_eval:
