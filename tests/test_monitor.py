@@ -13,6 +13,7 @@ from pilot_helpers import wait_for
 from trainer_core.events import Memory, StepLogged
 from trainer_core.run_history import RunFollower, RunHistory, smooth
 from tui.monitor_app import MonitorApp
+from tui.redraw_budget import RedrawBudget
 
 
 def test_smoothing_is_debiased_and_follows_the_data():
@@ -61,12 +62,39 @@ async def test_live_run_fills_chart_and_samples(demo_preset):
         assert {s["step"] for s in v.samples} == {10, 20}
         assert "What is the value of B?" in str(screen.query_one("#samples").content)
         assert "completed: final loss" in str(screen.query_one("#run-title").content)
+        assert str(screen.query_one("#run-progress").content).endswith(" 100%")
         assert screen.query_one("#loss-plot").plt is not None
         # the memory gauge: RSS on CPU, against the machine's RAM from the engine's memory events
         stats = str(screen.query_one("#stats").content)
         assert "memory (RAM" in stats and re.search(r"RSS +[█▏▎▍▌▋▊▉]+·* +\d+\.\d\d G", stats), stats
     assert app.result.status == "completed"
     assert v.memory["total"] > v.memory["rss"] > 0
+
+
+def _redraws(budget: RedrawBudget, cost: float, seconds: float, tick: float = 0.25) -> list[float]:
+    """Ticks of a timer over `seconds`; each redraw the budget allows costs `cost` seconds of UI CPU."""
+    cpu, drawn = 0.0, []
+    for i in range(int(seconds / tick)):
+        now = i * tick
+        if budget.due(now, cpu):
+            drawn.append(now)
+            cpu += cost
+    return drawn
+
+
+def test_redraw_budget_keeps_every_tick_when_redraws_are_cheap():
+    drawn = _redraws(RedrawBudget(share=0.015, min_interval=0.25), cost=0.002, seconds=10)
+    assert len(drawn) == 40  # a 2 ms redraw every 0.25 s is 0.8% of a core
+
+
+def test_redraw_budget_spaces_costly_redraws_to_its_share_of_a_core():
+    budget = RedrawBudget(share=0.015, min_interval=0.25)
+    drawn = _redraws(budget, cost=0.012, seconds=60)
+    # 12 ms each at 1.5% of a core: one redraw per 0.8 s, so per second of the timer's grid
+    assert 0.012 * len(drawn) / 60 <= 0.015
+    assert 60 / 1.0 <= len(drawn) <= 60 / 0.8 + 1
+    budget.reset()
+    assert budget.due(drawn[-1] + 0.01, 0.012 * len(drawn))  # a resize or a finished run draws at once
 
 
 def test_gauge_fills_in_eighths_and_marks_over_full():

@@ -234,7 +234,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.force or not is_built(root):
         _quiet_libraries()
         print(f"building the tiny demo in {paths.root} ...", file=sys.stderr)
-        build_demo(root)
+        # The app trains in a thread worker: torch work in the main thread would slow it (trainer_core.threads).
+        from trainer_core.threads import in_passing_thread
+
+        in_passing_thread(build_demo, root)
     else:
         print(f"using the demo in {paths.root} (--force rebuilds it)", file=sys.stderr)
     if not args.headless and not args.no_app:

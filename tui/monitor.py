@@ -7,19 +7,23 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from rich.text import Text
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, ProgressBar, RichLog, Static
+from textual.widgets import Footer, RichLog, Static
 from textual_plotext import PlotextPlot
 
 from trainer_core.run_history import HistoryView, RunFollower, RunHistory, smooth
+from tui.redraw_budget import RedrawBudget
 from tui.widgets import ConfirmStop
 
-# Every redraw takes the GIL from the training thread (bench/ui_overhead.py: 10 redraws/s cost 40% of a
-# tiny CPU run's speed, 4/s about 25%), so panels redraw 4 times a second and the chart once a second,
-# from at most one point per column.
+# Every redraw takes CPU and the GIL from the training thread (bench/ui_overhead.py: 10 redraws/s cost 40% of a
+# tiny CPU run's speed), so panels redraw at most 4 times a second, and less often when that would take more
+# than RedrawBudget's share of a core; the chart, the costliest panel, at most once a second, from at most one
+# point per column.
 REDRAW_SECONDS = 0.25
 PLOT_SECONDS = 1.0
 
@@ -51,12 +55,14 @@ class MonitorScreen(Screen):
         self.follower = RunFollower(follow, history) if follow else None
         self.estimate_bytes = estimate_bytes
         self._drawn_version = -1
+        self._budget = RedrawBudget()
 
     def compose(self) -> ComposeResult:
         # markup=False: run names, "[training]" and image names are text, and parsing them as markup costs
         # a style lookup with spelling suggestions on every redraw.
         yield Static("", id="run-title", markup=False)
-        yield ProgressBar(id="run-progress", show_eta=False)
+        # A text bar, not Textual's ProgressBar: that is three widgets to render on every step.
+        yield Static("", id="run-progress", markup=False)
         with Horizontal(id="charts"):
             yield PlotextPlot(id="loss-plot")
             yield Static("", id="stats", markup=False)
@@ -79,7 +85,6 @@ class MonitorScreen(Screen):
 
     def on_mount(self) -> None:
         self._texts: dict[str, str] = {}
-        self._progress_drawn: tuple[int, int] | None = None
         self._logged = 0
         self._plotted_at = 0.0
         # An animated progress bar repaints ~60 times a second; the figures beside it say enough.
@@ -92,6 +97,7 @@ class MonitorScreen(Screen):
         self._drawn_version = -1
         self._texts.clear()
         self._plotted_at = 0.0
+        self._budget.reset()
 
     def redraw(self) -> None:
         if self.follower is not None and (self.history.snapshot().status in ("starting", "running")
@@ -99,8 +105,10 @@ class MonitorScreen(Screen):
             self.follower.poll()
         if self.history.version == self._drawn_version:
             return
-        self._drawn_version = self.history.version
-        v = self.history.snapshot()
+        version, v = self.history.version, self.history.snapshot()
+        if v.status in ("starting", "running") and not self._budget.due(time.monotonic(), time.thread_time()):
+            return
+        self._drawn_version = version
         self._draw_title(v)
         now = time.monotonic()
         if now - self._plotted_at >= PLOT_SECONDS or v.status not in ("starting", "running"):
@@ -125,10 +133,22 @@ class MonitorScreen(Screen):
             if v.adapter:
                 title += f" — adapter {v.adapter}"
         self._set("run-title", title, fixed_size=False)
-        progress = (max(1, v.total_steps), v.step)
-        if progress != self._progress_drawn:
-            self._progress_drawn = progress
-            self.query_one("#run-progress", ProgressBar).update(total=progress[0], progress=progress[1])
+        self._draw_progress(v.step, v.total_steps)
+
+    def _draw_progress(self, step: int, total: int | None) -> None:
+        width = self.query_one("#run-progress", Static).size.width - 5  # size is inside the padding; " 100%"
+        if width < 4:
+            return
+        fraction = min(1.0, step / total) if total else 0.0
+        done = round(fraction * width)
+        key = f"{done}/{width} {fraction:.0%}"
+        if self._texts.get("run-progress") == key:
+            return
+        self._texts["run-progress"] = key
+        bar = Text("━" * done, style="green")
+        bar.append("━" * (width - done), style="grey30")
+        bar.append(f" {fraction:4.0%}")
+        self.query_one("#run-progress", Static).update(bar, layout=False)
 
     def _draw_plot(self, v: HistoryView) -> None:
         plot = self.query_one("#loss-plot", PlotextPlot)
