@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 from rich.text import Text
-
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
