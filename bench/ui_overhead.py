@@ -1,14 +1,16 @@
 """The live monitor's cost: the same tiny run headless and under the monitor (a headless Textual app training in
-its thread worker), each in a fresh process as a user runs them, alternating; prints the steps/s ratio.
-Target: monitor >= 0.97x headless.
+its thread worker), alternating in one process; prints the steps/s ratio. Target: monitor >= 0.97x headless.
 
-    python bench/ui_overhead.py [--steps 300] [--repeats 6]
+    python bench/ui_overhead.py [--steps 200] [--repeats 10]
 
-Why fresh processes: libgomp keeps an OpenMP pool per thread that ran a parallel op, so a headless run in the
-main thread followed by a monitor run in a worker thread of the same process measured OpenMP's sleeping
-workers (~15% on two cores, see trainer_core/threads.py), not the monitor. Both sides start their stopwatch
-after step WARMUP (the monitor's mount overlaps the first steps); the monitor side also reports the UI
-thread's CPU share over the same window.
+The main thread never runs torch here: libgomp keeps an OpenMP pool per thread that ran a parallel op, for that
+thread's life, and with two pools alive its workers sleep between ops (trainer_core/threads.py). A headless run
+in the main thread would leave a pool that slowed every later monitor run by ~15% on two cores: a cost of the
+bench, not of the monitor. So the headless side runs in a passing thread, as fast as `vlmtune train
+--headless` in its main thread (one pool either way). Both sides start their stopwatch after step WARMUP (the
+monitor's mount overlaps the first steps); the monitor side also reports its UI thread's CPU share over the
+same window. Rounds are short and alternate, and the ratio is the median of paired rounds: this machine's
+speed drifts by +-20% over minutes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -80,49 +81,31 @@ def under_monitor(preset) -> tuple[float, float]:
     return clock.steps_per_second(), meter.cpu / meter.wall
 
 
-def one_side(side: str, demo: Path, steps: int) -> None:
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=10)
+    a = ap.parse_args()
+
     import datasets
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     datasets.disable_progress_bars()
-    from trainer_core.presets import load_preset
-
-    preset = load_preset(demo / "presets" / "demo-sft.yaml", [
-        f"output_dir={demo.parent / 'runs'}", f"training.max_steps={steps}", "samples.every_steps=0",
-        "samples.prompts=[]", "data.eval_fraction=0", f"training.save_steps={steps * 10}"])
-    rate, ui_share = (headless if side == "headless" else under_monitor)(preset)
-    print(f"RESULT {rate} {ui_share if ui_share is not None else 'nan'}", flush=True)
-
-
-def spawn(side: str, demo: Path, steps: int) -> tuple[float, float]:
-    out = subprocess.run([sys.executable, __file__, "--side", side, "--demo", str(demo), "--steps", str(steps)],
-                         capture_output=True, text=True, check=False)
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if out.returncode or line is None:
-        sys.exit(f"the {side} run failed:\n{out.stderr[-3000:]}")
-    _, rate, share = line.split()
-    return float(rate), float(share)
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--repeats", type=int, default=6)
-    ap.add_argument("--side", choices=["headless", "monitor"], help=argparse.SUPPRESS)
-    ap.add_argument("--demo", type=Path, help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    if a.side:
-        one_side(a.side, a.demo, a.steps)
-        return
-
     from trainer_core.demo import build_demo
+    from trainer_core.presets import load_preset
+    from trainer_core.threads import in_passing_thread
 
-    demo = build_demo(Path(tempfile.mkdtemp(prefix="vlmtune-ui-bench-")) / "demo").root
+    tmp = Path(tempfile.mkdtemp(prefix="vlmtune-ui-bench-"))
+    demo = in_passing_thread(build_demo, tmp / "demo")
+    preset = load_preset(demo.presets / "demo-sft.yaml", [
+        f"output_dir={tmp / 'runs'}", f"training.max_steps={a.steps}", "samples.every_steps=0",
+        "samples.prompts=[]", "data.eval_fraction=0", f"training.save_steps={a.steps * 10}"])
+    sides = {"headless": lambda: in_passing_thread(headless, preset), "monitor": lambda: under_monitor(preset)}
     plain, ui, shares = [], [], []
     for i in range(a.repeats):
         order = ("headless", "monitor") if i % 2 == 0 else ("monitor", "headless")
-        got = {side: spawn(side, demo, a.steps) for side in order}
+        got = {side: sides[side]() for side in order}
         plain.append(got["headless"][0])
         ui.append(got["monitor"][0])
         shares.append(got["monitor"][1])

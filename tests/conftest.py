@@ -14,8 +14,10 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory):
     from trainer_core.demo import build_demo
+    from trainer_core.threads import in_passing_thread
 
-    return build_demo(tmp_path_factory.mktemp("demo"))
+    # Off the main thread, like `vlmtune demo`: the chat and monitor tests run torch in Textual thread workers.
+    return in_passing_thread(build_demo, tmp_path_factory.mktemp("demo"))
 
 
 @pytest.fixture
