@@ -53,16 +53,22 @@ def test_follower_skips_a_half_written_line_until_it_is_complete(tmp_path):
 async def test_live_run_fills_chart_and_samples(demo_preset):
     preset = demo_preset("demo-sft", "training.max_steps=20", "samples.every_steps=10")
     app = MonitorApp(preset=preset)
-    async with app.run_test(size=(100, 30)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:  # an SSH terminal: the log panel is ~38 columns wide
         await wait_for(pilot, lambda: app.result is not None)
         await pilot.pause(0.3)
         screen = app.screen
         v = app.history.snapshot()
+        log = screen.query_one("#log")
+        shown = [strip.text.rstrip() for strip in log.lines]
+        # "step 20: checkpoint saved (checkpoint-20)" wraps in the panel instead of running off its edge
+        assert max(len(line) for line in shown) <= log.scrollable_content_region.width, shown
+        assert "(checkpoint-20)" in "".join(shown), shown
         assert [s for s, _ in v.loss] == list(range(1, 21))
         assert {s["step"] for s in v.samples} == {10, 20}
         assert "What is the value of B?" in str(screen.query_one("#samples").content)
         assert "completed: final loss" in str(screen.query_one("#run-title").content)
         assert str(screen.query_one("#run-progress").content).endswith(" 100%")
+        assert not any("%|" in line for line in v.logs), v.logs  # no library progress bar in the log
         assert screen.query_one("#loss-plot").plt is not None
         # the memory gauge: RSS on CPU, against the machine's RAM from the engine's memory events
         stats = str(screen.query_one("#stats").content)

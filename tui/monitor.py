@@ -67,7 +67,8 @@ class MonitorScreen(Screen):
             yield Static("", id="stats", markup=False)
         with Horizontal(id="bottom"):
             yield Static("", id="samples", markup=False)
-            yield RichLog(id="log", wrap=True, markup=False)
+            # min_width: RichLog renders at least 78 columns by default, which cut lines in a half-width panel
+            yield RichLog(id="log", wrap=True, markup=False, min_width=20)
         yield Footer()
 
     def _set(self, widget_id: str, text: str, *, fixed_size: bool = True) -> None:

@@ -39,8 +39,12 @@ def run_engine(preset: Any, history: RunHistory, stop: StopSignal, *, resume: An
     sink = _LinesToEvents(events)
     # transformers' own log handler kept the real stderr from import time: switch it off for the run (the
     # engine's handler turns its warnings into log events) so nothing writes behind Textual's back.
+    import datasets
     import transformers
 
+    # tqdm bars ("Loading weights: 0%|") would reach the log as broken lines; warnings still come through
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
     transformers.utils.logging.disable_default_handler()
     try:
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
