@@ -97,3 +97,11 @@ async def test_a_model_that_cannot_load_says_so(tmp_path):
         screen = app.screen
         await wait_for(pilot, lambda: "could not load" in str(screen.query_one("#chat-status").content))
         assert screen.query_one("#prompt").disabled
+
+
+async def test_the_settings_row_fits_an_80_column_terminal(tmp_path):
+    app = ChatApp(str(tmp_path / "nothing"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.1)
+        switch = app.screen.query_one("#compare")
+        assert switch.region.width > 0 and switch.region.right <= 80

@@ -118,14 +118,21 @@ async def test_stop_from_the_monitor_saves_a_checkpoint(demo_preset):
     preset = demo_preset("demo-text-sft", "training.max_steps=100000", "samples.every_steps=0",
                          "data.eval_fraction=0", "training.save_steps=100000")
     app = MonitorApp(preset=preset)
-    async with app.run_test(size=(100, 30)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.history.snapshot().step >= 3)
         await pilot.press("c")  # checkpoint now: saved at the next step, training goes on
         await wait_for(pilot, lambda: app.history.snapshot().checkpoints)
         await pilot.press("s")
         await wait_for(pilot, lambda: app.screen.__class__.__name__ == "ConfirmStop")
+        question = app.screen.query_one("#confirm Label")
+        rows, right = question.size.height, question.region.right
         app.screen.query_one("#yes").press()
         await wait_for(pilot, lambda: app.result is not None)
+        await pilot.pause(0.3)
+        title = str(app.screen.query_one("#run-title").content)
+    # the whole question showed at 80x24: wrapped inside the dialog, not cut at its edge
+    assert rows >= 2 and right <= 80, (rows, right)
+    assert "[stopped]" in title and "ETA -" in title, title  # no time left to a run that ended
     r = app.result
     assert r.status == "stopped" and 3 < r.steps < 100000
     ckpts = sorted((r.run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))

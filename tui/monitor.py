@@ -123,7 +123,7 @@ class MonitorScreen(Screen):
 
     def _draw_title(self, v: HistoryView) -> None:
         state = {"running": "training", "starting": "loading"}.get(v.status, v.status)
-        left = _duration(v.eta_seconds)
+        left = _duration(v.eta_seconds) if v.status in ("starting", "running") else "-"  # a stopped run has none
         title = (f"{v.name or 'run'} [{state}]  step {v.step}/{v.total_steps or '?'}  epoch {v.epoch:.2f}  "
                  f"elapsed {_duration(v.elapsed)}  ETA {left}")
         if v.status == "failed" and v.error:
