@@ -27,14 +27,18 @@ def test_reraises_the_error_with_its_type_and_message():
 # In a fresh process, so this test's own main thread gets no pool: it counts the process's OS threads after a
 # parallel torch op run in the main thread, and after the same op run in a passing thread.
 _COUNT_THREADS = """
-import os, sys, torch
+import os, sys, time, torch
 from trainer_core.threads import in_passing_thread
 if torch.get_num_threads() < 2:
     print("SKIP"); sys.exit()
 op = lambda: torch.randn(1 << 22).add_(1)   # large enough for ATen to split it over the OpenMP threads
-before = len(os.listdir("/proc/self/task"))
+count = lambda: len(os.listdir("/proc/self/task"))
+before = count()
 (in_passing_thread(op) if sys.argv[1] == "passing" else op())
-print(len(os.listdir("/proc/self/task")) - before)
+deadline = time.monotonic() + 5  # threads told to exit take a moment to be gone from /proc
+while count() > before and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(count() - before)
 """
 
 
