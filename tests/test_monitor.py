@@ -115,11 +115,13 @@ def test_gauge_fills_in_eighths_and_marks_over_full():
 
 @pytest.mark.slow
 async def test_stop_from_the_monitor_saves_a_checkpoint(demo_preset):
-    preset = demo_preset("demo-text-sft", "training.max_steps=100000", "samples.every_steps=0",
-                         "data.eval_fraction=0", "training.save_steps=100000")
+    preset = demo_preset("demo-text-sft", "training.max_steps=100000", "samples.every_steps=2",
+                         "samples.max_new_tokens=4", "data.eval_fraction=0", "training.save_steps=100000")
     app = MonitorApp(preset=preset)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: app.history.snapshot().step >= 3)
+        await wait_for(pilot, lambda: len(app.history.snapshot().samples) >= 2)
+        await pilot.pause(1.5)  # a redraw or two while training: panels update without a layout pass
+        samples_rows = app.screen.query_one("#samples").size.height
         await pilot.press("c")  # checkpoint now: saved at the next step, training goes on
         await wait_for(pilot, lambda: app.history.snapshot().checkpoints)
         await pilot.press("s")
@@ -130,6 +132,8 @@ async def test_stop_from_the_monitor_saves_a_checkpoint(demo_preset):
         await wait_for(pilot, lambda: app.result is not None)
         await pilot.pause(0.3)
         title = str(app.screen.query_one("#run-title").content)
+    # the samples panel kept its full height mid-run (it had shrunk to its first text's 2 lines, hiding answers)
+    assert samples_rows >= 5, samples_rows
     # the whole question showed at 80x24: wrapped inside the dialog, not cut at its edge
     assert rows >= 2 and right <= 80, (rows, right)
     assert "[stopped]" in title and "ETA -" in title, title  # no time left to a run that ended
