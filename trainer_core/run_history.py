@@ -185,6 +185,12 @@ class RunHistory:
                 v.name = v.name or summary.get("name", "")
                 self.version += 1
 
+    @property
+    def status(self) -> str:
+        """The run's status alone: a UI's timer asks it every tick, a full snapshot copies every list."""
+        with self._lock:
+            return self._view.status
+
     def snapshot(self) -> HistoryView:
         with self._lock:
             view = copy.copy(self._view)

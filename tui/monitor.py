@@ -100,14 +100,15 @@ class MonitorScreen(Screen):
         self._budget.reset()
 
     def redraw(self) -> None:
-        if self.follower is not None and (self.history.snapshot().status in ("starting", "running")
+        if self.follower is not None and (self.history.status in ("starting", "running")
                                           or self._drawn_version < 0):
             self.follower.poll()
         if self.history.version == self._drawn_version:
             return
-        version, v = self.history.version, self.history.snapshot()
-        if v.status in ("starting", "running") and not self._budget.due(time.monotonic(), time.thread_time()):
+        if self.history.status in ("starting", "running") and not self._budget.due(time.monotonic(),
+                                                                                  time.thread_time()):
             return
+        version, v = self.history.version, self.history.snapshot()  # a snapshot only for a redraw
         self._drawn_version = version
         self._draw_title(v)
         now = time.monotonic()
@@ -219,7 +220,7 @@ class MonitorScreen(Screen):
         if self.stop_signal is None:
             self.notify("attached read-only: stop the run where it was started (Ctrl-C / SIGTERM)", severity="warning")
             return
-        if self.history.snapshot().status not in ("starting", "running"):
+        if self.history.status not in ("starting", "running"):
             return
 
         def answer(yes: bool | None) -> None:
@@ -230,7 +231,7 @@ class MonitorScreen(Screen):
         self.app.push_screen(ConfirmStop(), answer)
 
     def action_checkpoint(self) -> None:
-        if self.stop_signal is None or self.history.snapshot().status != "running":
+        if self.stop_signal is None or self.history.status != "running":
             return
         try:
             self.stop_signal.request_checkpoint()
