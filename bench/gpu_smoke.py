@@ -24,10 +24,10 @@ def main() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     datasets.disable_progress_bars()
+    from trainer_core.config.presets import load_preset
     from trainer_core.demo import build_demo
     from trainer_core.events import EventStream, RunStarted, StepLogged
-    from trainer_core.presets import load_preset
-    from trainer_core.train import run_training
+    from trainer_core.run.engine import run_training
 
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
           f"cuda {torch.cuda.is_available()} {torch.cuda.get_device_name(0) if torch.cuda.is_available() else ''}")

@@ -5,7 +5,7 @@
 Each case builds a model of a registry shape (random weights, built from its config: nothing is
 downloaded), a tokenizer/processor and data with exact token counts and image sizes, and trains it
 for a few steps through vlmtune's own engine (TRL + PEFT + bitsandbytes) in a fresh process. The
-peak of torch.cuda.max_memory_allocated() is compared with trainer_core.memory's prediction for the
+peak of torch.cuda.max_memory_allocated() is compared with trainer_core.plan.memory's prediction for the
 same settings and the same measured sequence length. Prints a table with the error per row.
 `--smoke` runs the plumbing on the CPU with the tiny demo shapes (no figures).
 """
@@ -93,7 +93,7 @@ def build_model_dir(model_id: str, out: Path, device: str) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-    from trainer_core.known_models import known_config
+    from trainer_core.model.known import known_config
 
     out.mkdir(parents=True, exist_ok=True)
     if (out / "config.json").exists():
@@ -181,8 +181,8 @@ def measured_lengths(model_dir: Path, data: Path, case: dict) -> dict:
 
 
 def predict(case: dict, model_dir: Path | str, lengths: dict, precision: str) -> dict:
-    from trainer_core.memory import TrainSettings, estimate_memory
-    from trainer_core.model_info import inspect_model
+    from trainer_core.model.info import inspect_model
+    from trainer_core.plan.memory import TrainSettings, estimate_memory
 
     info = inspect_model(str(model_dir))
     v = info.vision
@@ -203,9 +203,9 @@ def run_case(index: int, case: dict, work: Path, steps: int, device: str) -> dic
     """In this (fresh) process: build, train `steps` steps through the engine, measure the peak."""
     import torch
 
+    from trainer_core.config.presets import preset_from_dict
     from trainer_core.events import EventStream, LogMessage
-    from trainer_core.presets import preset_from_dict
-    from trainer_core.train import run_training
+    from trainer_core.run.engine import run_training
 
     if case["model"].startswith("demo"):
         from trainer_core.demo import build_demo

@@ -21,7 +21,7 @@ def plain_trl(preset, data_train, processing_class, model_path: str, is_vlm: boo
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
     from trl import SFTConfig, SFTTrainer
 
-    from trainer_core.lora_targets import auto_target_modules
+    from trainer_core.model.lora_targets import auto_target_modules
 
     auto = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
     model = auto.from_pretrained(model_path)
@@ -65,7 +65,7 @@ def make_clock(warmup_steps: int = 0):
 
 
 def vlmtune_run(preset) -> float:
-    from trainer_core.train import run_training
+    from trainer_core.run.engine import run_training
 
     clock = make_clock()
     result = run_training(preset, callbacks=[clock])
@@ -85,10 +85,10 @@ def main() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     datasets.disable_progress_bars()
+    from trainer_core.config.presets import load_preset
     from trainer_core.data.prepare import prepare_dataset
     from trainer_core.demo import build_demo
-    from trainer_core.loading import load_processing_class
-    from trainer_core.presets import load_preset
+    from trainer_core.model.loading import load_processing_class
 
     tmp = Path(tempfile.mkdtemp(prefix="vlmtune-bench-"))
     demo = build_demo(tmp / "demo")

@@ -51,9 +51,9 @@ def ui_cpu_meter(warmup_steps: int):
 
 
 def headless(preset) -> tuple[float, None]:
-    from trainer_core.console import ConsoleProgress
     from trainer_core.events import EventStream
-    from trainer_core.train import run_training
+    from trainer_core.events.console import ConsoleProgress
+    from trainer_core.run.engine import run_training
 
     events = EventStream()
     events.subscribe(ConsoleProgress())  # what `vlmtune train --headless` draws
@@ -64,7 +64,7 @@ def headless(preset) -> tuple[float, None]:
 
 def under_monitor(preset) -> tuple[float, float]:
     """The monitor app, headless (Textual's test driver), training in its worker and redrawing as it goes."""
-    from tui.monitor_app import MonitorApp
+    from tui.monitor.app import MonitorApp
 
     clock, meter = make_clock(WARMUP), ui_cpu_meter(WARMUP)
     app = MonitorApp(preset=preset, callbacks=[clock, meter])
@@ -92,9 +92,9 @@ def main() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     datasets.disable_progress_bars()
+    from trainer_core.base.threads import in_passing_thread
+    from trainer_core.config.presets import load_preset
     from trainer_core.demo import build_demo
-    from trainer_core.presets import load_preset
-    from trainer_core.threads import in_passing_thread
 
     tmp = Path(tempfile.mkdtemp(prefix="vlmtune-ui-bench-"))
     demo = in_passing_thread(build_demo, tmp / "demo")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer_core.loading import LoadedModel, ModelLoadError, load_model
+from trainer_core.model.loading import LoadedModel, ModelLoadError, load_model
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from trainer_core.atomic import atomic_write_text
+from trainer_core.base.atomic import atomic_write_text
 
 LETTERS = "ABCDE"
 NO_INFO = "The image does not provide that information."

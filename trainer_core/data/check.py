@@ -118,7 +118,7 @@ def check_data(path: str, task: str, *, columns: dict[str, str] | None = None, f
     report.columns = detected.mapping
     processing_class, is_vlm = None, False
     if model:
-        from trainer_core.loading import is_vision_config, load_config, load_processing_class
+        from trainer_core.model.loading import is_vision_config, load_config, load_processing_class
 
         config = load_config(model)
         is_vlm = is_vision_config(config)
@@ -136,7 +136,7 @@ def check_data(path: str, task: str, *, columns: dict[str, str] | None = None, f
         "width": vars(report.stats.image_width), "height": vars(report.stats.image_height),
     }
     if model and is_vlm and n_images:
-        from trainer_core.image_tokens import image_cost, processor_image_cost
+        from trainer_core.model.image_tokens import image_cost, processor_image_cost
 
         w, h = report.stats.image_width.p95 or None, report.stats.image_height.p95 or None
         cost = processor_image_cost(processing_class, w, h) or image_cost(config, w, h)

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainer_core.config.presets import DataSection
 from trainer_core.data.formats import detect_format
 from trainer_core.data.problems import DataError, DataProblem
 from trainer_core.data.sources import read_rows
 from trainer_core.data.to_trl import convert_rows
-from trainer_core.presets import DataSection
 
 
 @dataclass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from trainer_core.base.errors import EXIT_USAGE, VlmtuneError
+
 
 @dataclass(frozen=True)
 class DataProblem:
@@ -26,7 +28,9 @@ class DataProblem:
         return {"row": self.row, "line": self.line, "column": self.column, "message": self.message}
 
 
-class DataError(ValueError):
+class DataError(VlmtuneError, ValueError):
+    exit_code = EXIT_USAGE
+
     """Data that cannot be trained on, with every problem found (shown up to a limit)."""
 
     def __init__(self, problems: list[DataProblem], source: str | None = None, shown: int = 20):

@@ -152,7 +152,7 @@ def _looks_like_hub_id(text: str) -> bool:
 def _read_hub(repo_id: str, limit: int | None, subset: str | None, split: str) -> RawData:
     import datasets
 
-    from trainer_core.hub import hub_reachable
+    from trainer_core.model.hub import hub_reachable
 
     sl = f"{split}[:{limit}]" if limit else split
     try:

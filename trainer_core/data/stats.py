@@ -7,10 +7,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from trainer_core.config.presets import DataSection
 from trainer_core.data.formats import detect_format
 from trainer_core.data.sources import read_rows
 from trainer_core.data.to_trl import convert_rows
-from trainer_core.presets import DataSection
 
 # Without the model's tokenizer (e.g. a hub model planned offline): English text averages ~3.6
 # characters per token with today's BPE vocabularies.

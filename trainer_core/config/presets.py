@@ -1,0 +1,533 @@
+"""Presets: the whole description of a run, as frozen dataclasses loaded from YAML.
+
+Precedence lives in one place (`load_preset`): dataclass defaults < the YAML file < `--set` overrides.
+Validation collects every problem with its dotted path, so a user fixes a file in one pass.
+Only the standard library and PyYAML are imported here: the CLI validates presets without torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from trainer_core.base.errors import EXIT_USAGE, VlmtuneError
+
+SCHEMA_VERSION = 1
+
+Task = Literal["sft", "dpo"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+Quantization = Literal["none", "8bit", "4bit"]
+Strategy = Literal["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"]
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    # A local directory or a hub id.
+    name_or_path: str
+    # Runs Python code shipped with the model: only for repositories you trust.
+    trust_remote_code: bool = False
+    revision: str | None = None
+    # "sdpa" is fast and exact; "eager" is the fallback for architectures without SDPA.
+    attn_implementation: str | None = None
+
+
+@dataclass(frozen=True)
+class DataSection:
+    # A file (.json, .jsonl, .csv, .parquet), a folder, or a hub dataset id.
+    path: str
+    # "auto" detects the format from the columns; see trainer_core.data.formats for the names.
+    format: str = "auto"
+    # Maps the standard role (e.g. "prompt", "image") to the dataset's column name.
+    columns: dict[str, str] = field(default_factory=dict)
+    # Share of rows held out for evaluation (0 = no eval split).
+    eval_fraction: float = 0.0
+    # Use only the first N rows (handy for a quick try).
+    max_samples: int | None = None
+    # Drop rows that fail validation instead of refusing to train.
+    skip_invalid: bool = False
+    subset: str | None = None
+    split: str = "train"
+    # Folder that relative image paths are relative to (default: the data file's folder).
+    image_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class LoraSection:
+    # false = full fine-tuning (every weight trains: needs far more memory).
+    enabled: bool = True
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    # "auto" = every linear layer of the language model; or a list of module names / a regex string.
+    target_modules: str | list[str] = "auto"
+    # With target_modules: auto, also adapt the vision encoder's linear layers.
+    train_vision_tower: bool = False
+    modules_to_save: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class TrainingSection:
+    micro_batch_size: int = 1
+    gradient_accumulation_steps: int = 4
+    learning_rate: float = 2e-4
+    # -1 = run for `epochs`; a positive number overrides epochs.
+    max_steps: int = -1
+    epochs: float = 1.0
+    # true trades ~30% speed for much less activation memory.
+    gradient_checkpointing: bool = False
+    max_length: int | None = 1024
+    warmup_ratio: float = 0.03
+    # Any transformers SchedulerType: linear, cosine, constant, constant_with_warmup, ...
+    lr_scheduler: str = "cosine"
+    # Any transformers OptimizerNames: adamw_torch, adamw_8bit, paged_adamw_8bit, adafactor, ...
+    optimizer: str = "adamw_torch"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    logging_steps: int = 1
+    save_steps: int = 100
+    # Keep only the newest N checkpoints (None = keep all).
+    save_total_limit: int | None = 2
+    eval_steps: int | None = None
+    seed: int = 42
+    # Extra SFTConfig / DPOConfig arguments by their TRL names, passed through as they are.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DpoSection:
+    beta: float = 0.1
+    # Any TRL DPO loss: sigmoid, ipo, hinge, robust, ...
+    loss_type: str = "sigmoid"
+
+
+@dataclass(frozen=True)
+class SamplePrompt:
+    text: str
+    # Path to an image, relative to the preset file.
+    image: str | None = None
+
+
+@dataclass(frozen=True)
+class SamplesSection:
+    # Generate answers for `prompts` every N optimizer steps (0 = only at the end, if prompts are given).
+    every_steps: int = 0
+    max_new_tokens: int = 32
+    prompts: list[SamplePrompt] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DistributedSection:
+    # All processes across all machines (accelerate's meaning); usually one per GPU. 1 = a single process.
+    num_processes: int = 1
+    num_machines: int = 1
+    # This machine's place among num_machines (0 is the main one, which writes the run folder).
+    machine_rank: int = 0
+    # The main machine's address, reachable from every machine (required with num_machines > 1).
+    main_process_ip: str | None = None
+    main_process_port: int = 29500
+    # ddp copies the model to every GPU; fsdp and deepspeed-zero3 shard it (bigger models); zero2 shards
+    # optimizer states and gradients.
+    strategy: Strategy = "ddp"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    task: Task
+    model: ModelSection
+    data: DataSection
+    precision: Precision = "auto"
+    # 4bit = NF4 + double quantization with bf16/fp16 compute (QLoRA).
+    quantization: Quantization = "none"
+    lora: LoraSection = field(default_factory=LoraSection)
+    training: TrainingSection = field(default_factory=TrainingSection)
+    dpo: DpoSection = field(default_factory=DpoSection)
+    samples: SamplesSection = field(default_factory=SamplesSection)
+    distributed: DistributedSection = field(default_factory=DistributedSection)
+    # Runs go to <output_dir>/<name>-<timestamp>/.
+    output_dir: str = "runs"
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    def replace(self, **changes: Any) -> Preset:
+        return dataclasses.replace(self, **changes)
+
+
+# TRL / transformers names accepted as synonyms, so a TRL user's habits work unchanged.
+ALIASES: dict[str, dict[str, str]] = {
+    "training": {
+        "per_device_train_batch_size": "micro_batch_size",
+        "num_train_epochs": "epochs",
+        "lr_scheduler_type": "lr_scheduler",
+        "optim": "optimizer",
+    },
+    "lora": {"lora_alpha": "alpha", "lora_dropout": "dropout"},
+}
+
+
+@dataclass(frozen=True)
+class PresetProblem:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class PresetError(VlmtuneError, ValueError):
+    exit_code = EXIT_USAGE
+
+    """A preset that cannot be used, with every problem found and where it is."""
+
+    def __init__(self, problems: list[PresetProblem], source: str | None = None):
+        self.problems = problems
+        self.source = source
+        where = f"preset {source}" if source else "preset"
+        lines = [f"{where} is not valid:"] + [f"  - {p}" for p in problems]
+        super().__init__("\n".join(lines))
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {str: "text", int: "an integer", float: "a number", bool: "true/false", type(None): "null"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _convert(value: Any, tp: Any, path: str, problems: list[PresetProblem]) -> Any:
+    """Convert a YAML value to `tp`, appending problems; raises _Invalid when the value is unusable."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value in allowed:
+            return value
+        hint = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+        extra = f"; did you mean {hint[0]!r}?" if hint else ""
+        problems.append(PresetProblem(path, f"{value!r} is not one of {', '.join(map(repr, allowed))}{extra}"))
+        raise _Invalid
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            trial: list[PresetProblem] = []
+            try:
+                return _convert(value, option, path, trial)
+            except _Invalid:
+                continue
+        problems.append(PresetProblem(path, f"expected {_type_name(tp)}, got {_describe(value)}"))
+        raise _Invalid
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            problems.append(PresetProblem(path, f"expected {_type_name(tp)}, got {_describe(value)}"))
+            raise _Invalid
+        out = []
+        failed = False
+        for i, item in enumerate(value):
+            try:
+                out.append(_convert(item, item_tp, f"{path}[{i}]", problems))
+            except _Invalid:
+                failed = True
+        if failed:
+            raise _Invalid
+        return out
+    if origin is dict:
+        key_tp, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            problems.append(PresetProblem(path, f"expected a mapping, got {_describe(value)}"))
+            raise _Invalid
+        if val_tp is str:
+            bad = [k for k, v in value.items() if not isinstance(v, str)]
+            if bad:
+                problems.append(PresetProblem(f"{path}.{bad[0]}", f"expected text, got {_describe(value[bad[0]])}"))
+                raise _Invalid
+        return {str(k): v for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path, problems)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        # YAML 1.1 reads `2e-4` (no dot) as text; accept it as the number the user meant.
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+            if number is not None and math.isfinite(number):
+                return number
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    problems.append(PresetProblem(path, f"expected {_type_name(tp)}, got {_describe(value)}"))
+    raise _Invalid
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (true/false)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    kind = {int: "an integer", float: "a number", str: "text"}.get(type(value), type(value).__name__)
+    return f"{value!r} ({kind})"
+
+
+def _build(cls: type, raw: Any, path: str, problems: list[PresetProblem]) -> Any:
+    if not isinstance(raw, dict):
+        problems.append(PresetProblem(path, f"expected a mapping, got {_describe(raw)}"))
+        raise _Invalid
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    section = path.rsplit(".", 1)[-1] if path else ""
+    aliases = ALIASES.get(section, {}) if cls is not Preset else {}
+    kwargs: dict[str, Any] = {}
+    seen_as: dict[str, str] = {}
+    failed = False
+    for key, value in raw.items():
+        name = aliases.get(key, key)
+        where = f"{path}.{key}" if path else str(key)
+        if name not in fields:
+            problems.append(PresetProblem(where, _unknown_key_message(str(key), list(fields) + list(aliases))))
+            failed = True
+            continue
+        if name in seen_as:
+            problems.append(PresetProblem(where, f"given twice (as {seen_as[name]!r} and as {key!r}); keep one"))
+            failed = True
+            continue
+        seen_as[name] = key
+        try:
+            kwargs[name] = _convert(value, hints[name], where, problems)
+        except _Invalid:
+            failed = True
+    for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and name not in seen_as:  # present but invalid: its own problem is already listed
+            where = f"{path}.{name}" if path else name
+            problems.append(PresetProblem(where, f"required field is missing (expected {_type_name(hints[name])})"))
+            failed = True
+    if failed:
+        raise _Invalid
+    return cls(**kwargs)
+
+
+def _unknown_key_message(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(sorted(valid))}"
+    return f"unknown key; {hint}"
+
+
+def _check_values(p: Preset) -> list[PresetProblem]:
+    """Range checks that types alone cannot express."""
+    out: list[PresetProblem] = []
+
+    def need(cond: bool, path: str, msg: str) -> None:
+        if not cond:
+            out.append(PresetProblem(path, msg))
+
+    need(bool(p.name.strip()), "name", "must not be empty")
+    need("/" not in p.name and "\\" not in p.name, "name", "must not contain a path separator (it names a folder)")
+    need(bool(p.model.name_or_path.strip()), "model.name_or_path", "must not be empty")
+    need(bool(p.data.path.strip()), "data.path", "must not be empty")
+    need(0.0 <= p.data.eval_fraction < 1.0, "data.eval_fraction", "must be at least 0 and below 1")
+    need(p.data.max_samples is None or p.data.max_samples > 0, "data.max_samples", "must be positive")
+    need(p.lora.r > 0, "lora.r", "must be a positive integer (8-64 is usual)")
+    need(p.lora.alpha > 0, "lora.alpha", "must be positive (often 2 x r)")
+    need(0.0 <= p.lora.dropout < 1.0, "lora.dropout", "must be at least 0 and below 1")
+    t = p.training
+    need(t.micro_batch_size > 0, "training.micro_batch_size", "must be a positive integer")
+    need(t.gradient_accumulation_steps > 0, "training.gradient_accumulation_steps", "must be a positive integer")
+    need(t.learning_rate > 0, "training.learning_rate", "must be positive (2e-4 is usual for LoRA)")
+    need(t.max_steps == -1 or t.max_steps > 0, "training.max_steps", "must be positive, or -1 to use epochs")
+    need(t.epochs > 0, "training.epochs", "must be positive")
+    need(t.max_length is None or t.max_length > 0, "training.max_length", "must be positive")
+    need(0.0 <= t.warmup_ratio < 1.0, "training.warmup_ratio", "must be at least 0 and below 1")
+    need(t.logging_steps > 0, "training.logging_steps", "must be a positive integer")
+    need(t.save_steps > 0, "training.save_steps", "must be a positive integer")
+    need(p.dpo.beta > 0, "dpo.beta", "must be positive (0.1 is usual)")
+    need(p.samples.every_steps >= 0, "samples.every_steps", "must be 0 (off) or a positive integer")
+    need(p.samples.max_new_tokens > 0, "samples.max_new_tokens", "must be a positive integer")
+    d = p.distributed
+    need(d.num_processes > 0, "distributed.num_processes", "must be a positive integer (one per GPU is usual)")
+    need(d.num_machines > 0, "distributed.num_machines", "must be a positive integer")
+    need(0 <= d.machine_rank < max(1, d.num_machines), "distributed.machine_rank",
+         f"must be between 0 and num_machines - 1 ({d.num_machines - 1})")
+    need(d.num_processes % max(1, d.num_machines) == 0, "distributed.num_processes",
+         f"must be a multiple of num_machines ({d.num_machines}): it counts the processes of all machines")
+    need(d.num_machines == 1 or bool(d.main_process_ip), "distributed.main_process_ip",
+         "is required with several machines: the main machine's address, reachable from the others")
+    need(0 < d.main_process_port < 65536, "distributed.main_process_port", "must be a port number (1-65535)")
+    if p.quantization != "none" and not p.lora.enabled:
+        out.append(PresetProblem("quantization", "quantized weights cannot be trained directly; enable lora "
+                                 "(QLoRA) or set quantization: none for full fine-tuning"))
+    if p.precision == "fp16" and not p.lora.enabled:
+        out.append(PresetProblem("precision", "full fine-tuning in fp16 fails (fp16 weights cannot be unscaled "
+                                              "by the gradient scaler); use bf16, fp32, or LoRA"))
+    if p.precision == "fp32" and p.quantization == "4bit":
+        out.append(PresetProblem("precision", "4-bit (QLoRA) computes in bf16 or fp16; use precision: auto"))
+    return out
+
+
+def preset_from_dict(raw: Any, source: str | None = None) -> Preset:
+    if not isinstance(raw, dict):
+        kind = "empty" if raw is None else f"{_describe(raw)}"
+        raise PresetError([PresetProblem("", f"the YAML must be a mapping of sections (name:, task:, model:, ...), "
+                                             f"but it is {kind}")], source)
+    problems: list[PresetProblem] = []
+    try:
+        preset = _build(Preset, raw, "", problems)
+    except _Invalid:
+        raise PresetError(problems, source) from None
+    problems = _check_values(preset)
+    if problems:
+        raise PresetError(problems, source)
+    return preset
+
+
+# ---------------------------------------------------------------- overrides and files
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`training.max_steps=20` -> (["training", "max_steps"], 20); the value is read as YAML."""
+    if "=" not in text:
+        raise PresetError([PresetProblem("--set", f"{text!r} is not key=value (e.g. training.max_steps=20)")])
+    key, _, value_text = text.partition("=")
+    keys = [k for k in key.strip().split(".")]
+    if not all(keys):
+        raise PresetError([PresetProblem("--set", f"{key!r} is not a dotted key (e.g. training.max_steps)")])
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else ""
+    except yaml.YAMLError:
+        value = value_text
+    return keys, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `--set` overrides to the raw mapping; the result is validated like the file itself."""
+    raw = _deep_copy(raw)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for i, k in enumerate(keys[:-1]):
+            child = node.get(k)
+            if child is None:
+                child = node[k] = {}
+            elif not isinstance(child, dict):
+                where = ".".join(keys[: i + 1])
+                raise PresetError([PresetProblem(where, f"is not a section, so --set {text} cannot go inside it")])
+            node = child
+        # The override wins over the file whichever spelling (TRL alias or ours) the file used.
+        section_aliases = ALIASES.get(keys[-2], {}) if len(keys) >= 2 else {}
+        canonical = section_aliases.get(keys[-1], keys[-1])
+        for spelling in [canonical, *[a for a, c in section_aliases.items() if c == canonical]]:
+            node.pop(spelling, None)
+        node[keys[-1]] = value
+    return raw
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def read_preset_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise PresetError([PresetProblem("", f"file not found: {path} (presets live in presets/*.yaml)")], str(path))
+    if path.is_dir():
+        raise PresetError([PresetProblem("", f"{path} is a folder; give the preset's .yaml file")], str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise PresetError([PresetProblem("", "the file is not text (is it really a YAML preset?)")], str(path)) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PresetError([PresetProblem("", f"not valid YAML: {where}{problem}")], str(path)) from None
+    if not isinstance(raw, dict):
+        preset_from_dict(raw, str(path))  # raises the "must be a mapping" error
+    return raw
+
+
+def load_preset(path: str | Path, overrides: list[str] | None = None) -> Preset:
+    """Load, override and validate a preset. Relative data/image paths stay relative to the preset's folder."""
+    raw = read_preset_yaml(path)
+    raw = apply_overrides(raw, overrides or [])
+    preset = preset_from_dict(raw, str(path))
+    return resolve_paths(preset, Path(path).resolve().parent)
+
+
+def resolve_paths(preset: Preset, base: Path) -> Preset:
+    """Make local paths absolute against `base` (the preset's folder) when they exist there."""
+
+    def fix(p: str | None) -> str | None:
+        if p is None or Path(p).is_absolute():
+            return p
+        candidate = base / p
+        return str(candidate.resolve()) if candidate.exists() else p
+
+    model = dataclasses.replace(preset.model, name_or_path=fix(preset.model.name_or_path))
+    data = dataclasses.replace(preset.data, path=fix(preset.data.path), image_dir=fix(preset.data.image_dir))
+    prompts = [dataclasses.replace(sp, image=fix(sp.image)) for sp in preset.samples.prompts]
+    samples = dataclasses.replace(preset.samples, prompts=prompts)
+    # output_dir stays as written: relative to the working directory, as in TRL.
+    return dataclasses.replace(preset, model=model, data=data, samples=samples)
+
+
+def save_preset(preset: Preset, path: str | Path) -> Path:
+    from trainer_core.base.atomic import atomic_write_text
+
+    return atomic_write_text(Path(path), preset.to_yaml())

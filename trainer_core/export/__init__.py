@@ -1,0 +1,1 @@
+"""Taking a run elsewhere: merged weights, TRL CLI config and launch lines."""

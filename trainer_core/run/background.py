@@ -1,0 +1,25 @@
+"""Start a headless run as a detached process: it survives the terminal (and the SSH session) closing,
+and anything can watch it through its run directory (`vlmtune monitor RUN_DIR`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from trainer_core.run.folder import new_run_dir
+
+
+def start_detached(preset_path: str | Path, output_dir: str | Path, name: str) -> tuple[Path, int]:
+    """(run directory, pid). The process runs `vlmtune train PRESET --headless` in its own session, with its
+    console output in RUN_DIR/console.log."""
+    run_dir = new_run_dir(output_dir, name)
+    log = (run_dir / "console.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "train", str(preset_path), "--headless", "--run-dir", str(run_dir)],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        start_new_session=True,  # no SIGHUP when the terminal goes away; Ctrl-C here does not reach it
+        close_fds=True,
+    )
+    log.close()
+    return run_dir, proc.pid

@@ -1,0 +1,580 @@
+"""The engine: from a Preset to a trained adapter, through TRL, reporting everything as events.
+
+`run_training(preset, events, stop)` is the one entry point that the headless CLI, the TUI and the tests
+call. It never raises for a failed run: the result (and `summary.json`) says `failed` with a readable
+error, and the exception is kept on the result for `--debug`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer_core.base.atomic import atomic_write_dir, atomic_write_text
+from trainer_core.base.errors import VlmtuneError
+from trainer_core.config.presets import Preset
+from trainer_core.events import (
+    CheckpointSaved,
+    EvalLogged,
+    EventStream,
+    LogMessage,
+    Memory,
+    OomBackoff,
+    RunFinished,
+    RunStarted,
+    SampleGenerated,
+    StepLogged,
+    StopSignal,
+)
+from trainer_core.run.checkpoints import clear_staging, with_atomic_checkpoints
+from trainer_core.run.folder import (
+    RunPaths,
+    RunRecorder,
+    latest_checkpoint,
+    new_run_dir,
+    read_summary,
+    truncate_metrics_after,
+    write_summary,
+)
+
+log = logging.getLogger(__name__)
+
+# Keys the Trainer logs that have their own field in StepLogged (or mean nothing per step).
+_STEP_KEYS = {"loss", "learning_rate", "grad_norm", "epoch", "num_input_tokens_seen", "step", "total_flos",
+              "train_tokens_per_second"}
+
+
+@dataclass
+class RunResult:
+    status: str  # completed | stopped | failed
+    run_dir: Path
+    steps: int = 0
+    final_loss: float | None = None
+    adapter: Path | None = None
+    error: str | None = None
+    exception: BaseException | None = field(default=None, repr=False)
+    traceback: str | None = field(default=None, repr=False)
+
+
+def world_info() -> tuple[int, int]:
+    """(rank, world size) as accelerate/torchrun set them; (0, 1) for a single process."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+_PROCESS = None  # psutil.Process for this process, made once: creating it costs more than reading it
+_TOTALS: dict[str, int] = {}  # device and RAM totals do not change during a run: read once
+
+
+def memory_snapshot() -> Memory:
+    import torch
+
+    global _PROCESS
+    if torch.cuda.is_initialized():
+        device = torch.cuda.current_device()
+        if f"cuda{device}" not in _TOTALS:
+            _TOTALS[f"cuda{device}"] = torch.cuda.mem_get_info(device)[1]
+        return Memory(
+            device="cuda",
+            allocated=torch.cuda.memory_allocated(),
+            reserved=torch.cuda.memory_reserved(),
+            peak_allocated=torch.cuda.max_memory_allocated(),
+            total=_TOTALS[f"cuda{device}"],
+        )
+    import psutil
+
+    if _PROCESS is None:
+        _PROCESS = psutil.Process()
+        _TOTALS["ram"] = psutil.virtual_memory().total
+    return Memory(device="cpu", rss=_PROCESS.memory_info().rss, total=_TOTALS["ram"])
+
+
+def explain_error(exc: BaseException) -> str:
+    """One readable paragraph for a failure: what went wrong and what to try."""
+    if isinstance(exc, VlmtuneError):
+        return str(exc)
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        return ("out of memory: the model, batch and sequence do not fit. Try, in order: "
+                "training.gradient_checkpointing: true, a smaller training.micro_batch_size (raise "
+                "gradient_accumulation_steps to keep the effective batch), a lower training.max_length, "
+                "quantization: 4bit (QLoRA), or a smaller lora.r. `vlmtune plan` estimates what fits. "
+                f"({str(exc).splitlines()[0][:200]})")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+class _EventLogHandler(logging.Handler):
+    """Library warnings (transformers, TRL, PEFT) become LogMessage events for the run's log."""
+
+    def __init__(self, events: EventStream):
+        super().__init__(level=logging.WARNING)
+        self.events = events
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level, message = record.levelname.lower(), record.getMessage().strip()
+            if record.name == "py.warnings":
+                # "path:line: FutureWarning: text\n  source line" -> "FutureWarning: text"
+                match = re.search(r"(\w*Warning): (.*)", message)
+                if match:
+                    message = f"{match.group(1)}: {match.group(2)}"
+                    # Deprecations inside the libraries are not the user's to fix: keep them out of sight.
+                    if match.group(1) in ("FutureWarning", "DeprecationWarning"):
+                        level = "debug"
+            self.events.emit(LogMessage(level=level, message=message))
+        except Exception:  # a log line must never break training
+            pass
+
+
+_LIBRARY_LOGGERS = ("transformers", "trl", "peft", "accelerate", "py.warnings")
+
+
+def _make_callback(events: EventStream, stop: StopSignal, ctx: _RunContext):
+    from transformers import TrainerCallback
+
+    class EngineCallback(TrainerCallback):
+        """Turns Trainer hooks into engine events, and honours stop requests at step boundaries."""
+
+        def __init__(self) -> None:
+            self.start = time.perf_counter()
+            self.last_time = self.start
+            self.last_step = 0
+            self.last_tokens = 0
+            self.last_loss: float | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.start = self.last_time = time.perf_counter()
+            self.last_step = state.global_step
+            self.last_tokens = state.num_input_tokens_seen or 0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            logs = logs or {}
+            now = time.perf_counter()
+            if "loss" in logs:
+                steps = state.global_step - self.last_step
+                dt = now - self.last_time
+                tokens = (state.num_input_tokens_seen or 0) - self.last_tokens
+                sps = steps * ctx.samples_per_step / dt if dt > 0 and steps > 0 else None
+                tps = tokens / dt if dt > 0 and tokens > 0 else None
+                self.last_time, self.last_step = now, state.global_step
+                self.last_tokens = state.num_input_tokens_seen or 0
+                self.last_loss = float(logs["loss"])
+                extra = {k: float(v) for k, v in logs.items()
+                         if k not in _STEP_KEYS and isinstance(v, (int, float)) and not k.startswith("eval_")}
+                events.emit(StepLogged(
+                    step=state.global_step, max_steps=state.max_steps, epoch=float(state.epoch or 0.0),
+                    loss=self.last_loss, learning_rate=_num(logs.get("learning_rate")),
+                    grad_norm=_num(logs.get("grad_norm")), samples_per_second=sps, tokens_per_second=tps,
+                    elapsed=now - self.start, memory=memory_snapshot(), extra=extra,
+                ))
+            evals = {k: float(v) for k, v in logs.items() if k.startswith("eval_") and isinstance(v, (int, float))}
+            if evals:
+                events.emit(EvalLogged(step=state.global_step, epoch=float(state.epoch or 0.0), metrics=evals))
+
+            self._honour_stop(control)
+
+        def _honour_stop(self, control, *, at_step_end: bool = False) -> None:  # noqa: ANN001
+            if ctx.stopped:
+                return
+            requested, checkpoint = stop.requested, at_step_end and stop.take_checkpoint_request()
+            if ctx.world_size > 1:
+                # A signal reaches each rank at its own moment: agree on the step to stop (or save) at, or one
+                # rank would wait forever in a collective the others left. One tiny all-reduce per step.
+                if not at_step_end:
+                    return
+                requested, checkpoint = _any_rank(requested, checkpoint)
+            if checkpoint:
+                control.should_save = True
+            if requested:
+                if not stop.requested:
+                    stop.request("another process stopped")
+                # The Trainer saves a checkpoint at this step, then leaves its loop.
+                control.should_save = True
+                control.should_training_stop = True
+                ctx.stopped = True
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            # on_step_end runs before this step's on_log; a request made while logging is honoured there.
+            self._honour_stop(control, at_step_end=True)
+            every = ctx.preset.samples.every_steps
+            if every and state.global_step % every == 0 and not stop.requested:
+                ctx.emit_samples(kwargs.get("model"), state.global_step)
+
+        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            events.emit(CheckpointSaved(step=state.global_step, path=str(path)))
+
+    return EngineCallback()
+
+
+def _any_rank(*flags: bool) -> tuple[bool, ...]:
+    """Each flag True on every rank when it is True on any (one small all-reduce)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flags
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([1 if f else 0 for f in flags], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return tuple(bool(x) for x in t.tolist())
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+@dataclass
+class _RunContext:
+    preset: Preset
+    events: EventStream
+    processing_class: Any = None
+    is_vlm: bool = False
+    samples_per_step: int = 1
+    stopped: bool = False
+    world_size: int = 1
+
+    def emit_samples(self, model: Any, step: int) -> None:
+        from trainer_core.chat import GenerationSettings, generate
+
+        settings = GenerationSettings(max_new_tokens=self.preset.samples.max_new_tokens)
+        for sp in self.preset.samples.prompts:
+            try:
+                out = generate(model, self.processing_class, self.is_vlm, sp.text,
+                               sp.image if self.is_vlm else None, settings)
+            except Exception as exc:  # a failed sample is a warning, never the end of the run
+                self.events.emit(LogMessage(level="warning", message=f"sample generation failed: {explain_error(exc)}"))
+                return
+            self.events.emit(SampleGenerated(step=step, prompt=sp.text, image=sp.image, output=out))
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total), counting 4-bit packed weights at their real size."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        if p.__class__.__name__ == "Params4bit":
+            n *= 2
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return trainable, total
+
+
+def _planned_steps(trainer: Any, preset: Preset, world_size: int) -> int:
+    """Optimizer steps the run will take: max_steps, or what the epochs amount to."""
+    if trainer.args.max_steps > 0:
+        return trainer.args.max_steps
+    t = preset.training
+    per_step = t.micro_batch_size * t.gradient_accumulation_steps * world_size
+    return max(1, math.ceil(len(trainer.train_dataset) / per_step * t.epochs))
+
+
+def _fit_check_on(requested: bool | None, world_size: int) -> bool:
+    # Back-off changes the batch shape of one process; under several the ranks would disagree, so only measure
+    # there... and not even that: a rank-local OOM fails the run, which says what to change.
+    if world_size > 1:
+        return False
+    if requested is not None:
+        return requested
+    from trainer_core.model.loading import cuda_available
+
+    return cuda_available()
+
+
+def _memory_now() -> int | None:
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return int(torch.cuda.max_memory_allocated())
+    return memory_snapshot().rss
+
+
+def _train_backing_off(trainer: Any, make: Any, preset: Preset, resume_ckpt: Path | None, paths: RunPaths,
+                       events: EventStream, summary: dict[str, Any], recorder: RunRecorder | None, *,
+                       fit_check: bool) -> Any:
+    """trainer.train(), going on after an out-of-memory step with a smaller micro-batch (and the same effective
+    batch) from the last completed optimizer step, saved as a checkpoint so that the Trainer's own resume
+    restores the weights, optimizer, scheduler and position in the data. Returns the trainer that finished."""
+    from trainer_core.run.backoff import BatchShape, apply, free_memory, is_oom, next_smaller
+    from trainer_core.run.fit_check import run_fit_check
+
+    main = recorder is not None
+    current, ckpt = preset, resume_ckpt
+    summary.setdefault("oom_backoffs", [])
+    during = "fit check" if fit_check else "training"
+    while True:
+        try:
+            if during == "fit check":
+                # The estimate is the one for the preset as given; after a back-off the check measures the new shape.
+                summary["fit_check"] = run_fit_check(trainer, current, summary.get("memory_estimate")
+                                                     if current is preset else None)
+                if main:
+                    write_summary(paths, summary)
+                during = "training"
+            trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+            return trainer
+        except Exception as exc:
+            if not is_oom(exc) or world_info()[1] > 1:
+                raise
+            memory, message = _memory_now(), str(exc).splitlines()[0][:200]
+        # Out of the except block: the exception's frames held the failed step's activations.
+        before = BatchShape.of(current)
+        after = next_smaller(before)
+        step = trainer.state.global_step
+        free_memory(trainer)
+        if after is None:
+            raise OutOfMemoryAfterBackoff(before, summary["oom_backoffs"], message)
+        if step > 0 and (ckpt is None or ckpt.name != f"checkpoint-{step}"):
+            # The weights and optimizer are those of the last completed step (the failed one never reached
+            # optimizer.step): save them as that step's checkpoint and resume from it.
+            trainer._save_checkpoint(trainer.model, trial=None)
+        ckpt = paths.checkpoints / f"checkpoint-{step}" if step > 0 else None
+        if recorder is not None:
+            truncate_metrics_after(paths, step)
+            recorder.close()  # its handles point at the files truncation replaced; the next row reopens them
+        summary["oom_backoffs"].append({"step": step, "during": during, "from": before.as_dict(),
+                                        "to": after.as_dict(), "memory_at_failure": memory, "error": message})
+        if main:
+            write_summary(paths, summary)
+        events.emit(OomBackoff(step=step, before=before.as_dict(), after=after.as_dict(), memory_at_failure=memory,
+                               during=during))
+        events.emit(LogMessage(level="warning", message=f"out of memory in step {step + 1} ({during}) with "
+                                                        f"{before}: going on with {after}"))
+        model = trainer.model  # the weights stay; the old trainer's optimizer and buffers go
+        del trainer
+        free_memory(None)
+        current = apply(current, after)
+        trainer = make(current, model, None)
+
+
+class OutOfMemoryAfterBackoff(VlmtuneError, RuntimeError):
+    def __init__(self, last: Any, backoffs: list[dict[str, Any]], cause: str) -> None:
+        self.last, self.backoffs = last, backoffs
+        tried = f" after backing off {len(backoffs)} time(s)" if backoffs else ""
+        super().__init__(
+            f"out of memory with {last}{tried}: nothing is left to trade without changing the run. "
+            f"{what_would_fit_hint()} ({cause[:160]})")
+
+
+def what_would_fit_hint() -> str:
+    return ("What would fit, in order: a lower training.max_length, quantization: 4bit (QLoRA), a smaller "
+            "lora.r, or a smaller model; `vlmtune plan PRESET` names the configuration that fits this machine.")
+
+
+def _save_adapter(trainer: Any, processing_class: Any, target: Path) -> Path:
+    def fill(tmp: Path) -> None:
+        trainer.model.save_pretrained(str(tmp), safe_serialization=True)
+        processing_class.save_pretrained(str(tmp))
+
+    return atomic_write_dir(target, fill)
+
+
+def run_training(preset: Preset, *, events: EventStream | None = None, stop: StopSignal | None = None,
+                 resume: str | Path | None = None, run_dir: str | Path | None = None,
+                 callbacks: list[Any] | None = None, fit_check: bool | None = None) -> RunResult:
+    """Train `preset`; `resume` continues a run directory from its newest checkpoint.
+
+    `callbacks` are extra transformers TrainerCallbacks (for integrations and benchmarks). `fit_check` runs
+    the longest batch once before step 1 and backs off if it does not fit (None: on GPUs only).
+    """
+    events = events or EventStream()
+    stop = stop or StopSignal()
+    rank, world_size = world_info()
+    main = rank == 0
+
+    if resume is not None:
+        root = Path(resume)
+        if not root.is_dir():
+            raise FileNotFoundError(f"run directory not found: {root}")
+    elif run_dir is not None:
+        root = Path(run_dir)
+        root.mkdir(parents=True, exist_ok=True)
+    else:
+        if world_size > 1:
+            raise ValueError("under several processes every rank must share one run directory: launch through "
+                             "`vlmtune train` (which passes --run-dir) rather than calling the engine per rank")
+        root = new_run_dir(preset.output_dir, preset.name)
+    paths = RunPaths(root)
+    recorder = RunRecorder(paths) if main else None
+    unsubscribe = events.subscribe(recorder) if recorder else (lambda: None)
+    handler = _EventLogHandler(events)
+    for name in _LIBRARY_LOGGERS:
+        logging.getLogger(name).addHandler(handler)
+    logging.captureWarnings(True)
+
+    previous = read_summary(root) or {}
+    summary: dict[str, Any] = {
+        "status": "running", "name": preset.name, "task": preset.task, "model": preset.model.name_or_path,
+        "steps": previous.get("steps", 0), "final_loss": previous.get("final_loss"),
+        "trainable_params": None, "total_params": None, "world_size": world_size, "adapter": None,
+        "started": time.time(), "pid": os.getpid(),
+    }
+    ctx = _RunContext(preset, events)
+    trainer = None
+    try:
+        if main:
+            atomic_write_text(paths.preset, preset.to_yaml())
+            write_summary(paths, summary)
+        trainer, resume_ckpt, loaded, make = _build_trainer(preset, paths, events, stop, ctx, resume is not None,
+                                                            list(callbacks or []))
+        if resume_ckpt is not None:
+            summary["resumed_from"] = {"step": int(resume_ckpt.name.split("-")[-1]), "checkpoint": str(resume_ckpt),
+                                       "at": time.time()}
+            if main:
+                truncate_metrics_after(paths, summary["resumed_from"]["step"])
+        trainable, total = count_parameters(trainer.model)
+        summary.update(trainable_params=trainable, total_params=total)
+        effective = preset.training.micro_batch_size * preset.training.gradient_accumulation_steps * world_size
+        checking = _fit_check_on(fit_check, world_size)
+        if checking:
+            from trainer_core.run.fit_check import preset_estimate
+
+            summary["memory_estimate"] = preset_estimate(preset, loaded.precision)
+        events.emit(RunStarted(
+            run_dir=str(root), name=preset.name, task=preset.task, model=preset.model.name_or_path,
+            is_vlm=loaded.is_vlm, trainable_params=trainable, total_params=total,
+            max_steps=_planned_steps(trainer, preset, world_size), world_size=world_size,
+            resumed_from_step=int(resume_ckpt.name.split("-")[-1]) if resume_ckpt else 0,
+            summary={
+                "precision": loaded.precision, "quantization": preset.quantization,
+                "lora": {"r": preset.lora.r, "alpha": preset.lora.alpha} if preset.lora.enabled else None,
+                "micro_batch_size": preset.training.micro_batch_size,
+                "gradient_accumulation_steps": preset.training.gradient_accumulation_steps,
+                "effective_batch": effective, "world_size": world_size, "train_rows": len(trainer.train_dataset),
+                "memory_estimate": summary.get("memory_estimate"),
+                "eval_rows": len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
+            },
+        ))
+        if stop.requested:  # stopped while loading: nothing trained, nothing to save
+            ctx.stopped = True
+        else:
+            trainer = _train_backing_off(trainer, make, preset, resume_ckpt, paths, events, summary, recorder,
+                                         fit_check=checking)
+        state = trainer.state
+        steps = max(state.global_step, int(resume_ckpt.name.split("-")[-1]) if resume_ckpt else 0)
+        losses = [h["loss"] for h in state.log_history if "loss" in h]
+        final_loss = float(losses[-1]) if losses else summary.get("final_loss")
+        status = "stopped" if ctx.stopped else "completed"
+        adapter = None
+        if main and steps > 0:
+            target = paths.adapter if preset.lora.enabled else root / "model"
+            adapter = _save_adapter(trainer, loaded.processing_class, target)
+            if status == "completed" and preset.samples.prompts and not preset.samples.every_steps:
+                ctx.emit_samples(trainer.model, steps)
+        summary.update(status=status, steps=steps, final_loss=final_loss,
+                       adapter=str(adapter) if adapter else None, finished=time.time())
+        if main:
+            write_summary(paths, summary)
+        events.emit(RunFinished(status=status, run_dir=str(root), steps=steps, final_loss=final_loss,
+                                adapter=str(adapter) if adapter else None))
+        return RunResult(status, root, steps, final_loss, adapter)
+    except BaseException as exc:  # KeyboardInterrupt too: the run dir must say what happened
+        message = explain_error(exc)
+        steps = trainer.state.global_step if trainer is not None else summary.get("steps", 0)
+        summary.update(status="failed", error=message, steps=steps, finished=time.time())
+        # Errors the user can fix are explained in `message`; only surprises keep a traceback.
+        known = isinstance(exc, (VlmtuneError, FileNotFoundError))
+        tb = None if known else traceback.format_exc()
+        if main:
+            write_summary(paths, summary)
+            if tb:
+                atomic_write_text(root / "error.txt", tb)
+        events.emit(RunFinished(status="failed", run_dir=str(root), steps=steps,
+                                final_loss=summary.get("final_loss"), adapter=None, error=message))
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        return RunResult("failed", root, steps, summary.get("final_loss"), None, message, exc, tb)
+    finally:
+        for name in _LIBRARY_LOGGERS:
+            logging.getLogger(name).removeHandler(handler)
+        logging.captureWarnings(False)
+        unsubscribe()
+        if recorder:
+            recorder.close()
+
+
+def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: StopSignal, ctx: _RunContext,
+                   resuming: bool, callbacks: list[Any]):
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from trainer_core.config.library_args import lora_config, trainer_args
+    from trainer_core.data.prepare import prepare_dataset
+    from trainer_core.model.loading import (
+        is_vision_config,
+        load_config,
+        load_model,
+        load_processing_class,
+        resolve_precision,
+    )
+    from trainer_core.model.lora_targets import auto_target_modules
+
+    m = preset.model
+    # Cheap checks first (config, tokenizer, data), so bad input fails before any weights load.
+    config = load_config(m.name_or_path, trust_remote_code=m.trust_remote_code, revision=m.revision)
+    is_vlm = is_vision_config(config)
+    precision = resolve_precision(preset.precision, preset.quantization)
+    processing_class, tokenizer = load_processing_class(
+        m.name_or_path, is_vlm, trust_remote_code=m.trust_remote_code, revision=m.revision)
+    data = prepare_dataset(preset.data, preset.task, conversational=bool(getattr(tokenizer, "chat_template", None)),
+                           is_vlm=is_vlm, seed=preset.training.seed)
+    if data.skipped:
+        events.emit(LogMessage(level="warning", message=f"skipped {len(data.skipped)} invalid rows "
+                                                         f"(data.skip_invalid): first: {data.skipped[0]}"))
+    resume_ckpt = None
+    if resuming:
+        resume_ckpt = latest_checkpoint(paths.root)
+        if resume_ckpt is None:
+            raise FileNotFoundError(f"{paths.root} has no checkpoint to resume from (checkpoints/ is empty)")
+    from trainer_core.model.loading import cuda_available
+
+    ctx.processing_class, ctx.is_vlm = processing_class, is_vlm
+    _, world_size = world_info()
+    ctx.samples_per_step = preset.training.micro_batch_size * preset.training.gradient_accumulation_steps * world_size
+    ctx.world_size = world_size
+    if preset.task == "sft":
+        from trl import SFTTrainer as Trainer
+    else:
+        from trl import DPOTrainer as Trainer
+    Trainer = with_atomic_checkpoints(Trainer)  # noqa: N806
+    if world_info()[0] == 0:
+        clear_staging(paths.checkpoints)  # a save cut short by a crash
+
+    def make(p: Preset, model: Any, peft: Any) -> Any:
+        """A Trainer for `p`'s batch shape around `model` (a new one after an OOM back-off, same weights)."""
+        args = trainer_args(p, checkpoints_dir=paths.checkpoints, precision=precision,
+                            has_eval=data.eval is not None, use_cpu=not cuda_available())
+        trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
+                          processing_class=processing_class, peft_config=peft)
+        # Our progress display and event stream replace the Trainer's printing (it would write behind a TUI).
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_make_callback(events, stop, ctx))
+        for cb in callbacks:
+            trainer.add_callback(cb)
+        return trainer
+
+    # The arguments are checked before the weights load: a bad training.extra fails in a second.
+    trainer_args(preset, checkpoints_dir=paths.checkpoints, precision=precision, has_eval=data.eval is not None,
+                 use_cpu=not cuda_available())
+    loaded = load_model(m.name_or_path, precision=precision, quantization=preset.quantization,
+                        trust_remote_code=m.trust_remote_code, revision=m.revision,
+                        attn_implementation=m.attn_implementation)
+    loaded.processing_class, loaded.tokenizer = processing_class, tokenizer
+    peft_config = None
+    if preset.lora.enabled:
+        targets = preset.lora.target_modules
+        if targets == "auto":
+            targets = auto_target_modules(loaded.model, include_vision=preset.lora.train_vision_tower)
+        peft_config = lora_config(preset, targets)
+    return make(preset, loaded.model, peft_config), resume_ckpt, loaded, make

@@ -1,0 +1,1 @@
+"""The wizard: the app, the draft preset it edits, one widget per step."""

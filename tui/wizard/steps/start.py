@@ -1,0 +1,78 @@
+"""Step 1: open a saved preset or a recent run, or start a new one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.widgets import Button, Label, OptionList, Static
+from textual.widgets.option_list import Option
+
+from tui.wizard.state import find_presets, find_runs
+from tui.wizard.steps.base import Step
+
+
+class StartStep(Step):
+    step_id = "start"
+
+    def compose(self) -> ComposeResult:
+        yield Static("Open a preset to fill every step, or start a new one.", classes="hint")
+        yield Label("Presets", classes="section")
+        yield OptionList(id="presets")
+        yield Label("Recent runs", classes="section")
+        yield OptionList(id="runs")
+        yield Button("New preset", id="new", variant="primary")
+        yield Static("", id="start-error", classes="error")
+
+    def on_mount(self) -> None:
+        self.refresh_lists()
+        self.error("start-error", None)
+        self.query_one("#presets", OptionList).focus()  # keyboard first: arrows + enter open a preset
+
+    def refresh_lists(self) -> None:
+        app = self.app
+        presets = find_presets(*app.preset_folders)  # type: ignore[attr-defined]
+        lst = self.query_one("#presets", OptionList)
+        lst.clear_options()
+        for p in presets:
+            lst.add_option(Option(f"{p.stem}  [dim]{_short(p)}[/]", id=str(p)))
+        if not presets:
+            lst.add_option(Option("[dim]no presets yet: `vlmtune demo` makes some[/]", disabled=True))
+        runs = find_runs(*app.run_folders)  # type: ignore[attr-defined]
+        rl = self.query_one("#runs", OptionList)
+        rl.clear_options()
+        for d, s in runs:
+            loss = f"loss {s['final_loss']:.3f}" if isinstance(s.get("final_loss"), float) else ""
+            rl.add_option(Option(f"{d.name}  [dim]{s.get('status')} {s.get('steps', 0)} steps {loss}[/]",
+                                 id=str(d / "preset.yaml")))
+        if not runs:
+            rl.add_option(Option("[dim]no runs yet[/]", disabled=True))
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        from trainer_core.config.presets import PresetError
+
+        path = Path(event.option.id or "")
+        try:
+            self.state.load_preset_file(path)
+        except PresetError as exc:
+            self.error("start-error", str(exc))
+            return
+        self.error("start-error", None)
+        self.app.notify(f"opened {path.name}")
+        self.app.goto("machine")  # type: ignore[attr-defined]
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "new":
+            from tui.wizard.state import blank_draft
+
+            self.state.draft = blank_draft()
+            self.state.source = None
+            self.state.model_info = self.state.data_report = self.state.plan = None
+            self.app.goto("machine")  # type: ignore[attr-defined]
+
+
+def _short(p: Path) -> str:
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
