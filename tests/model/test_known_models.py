@@ -208,4 +208,4 @@ def test_import_does_not_pull_in_torch_or_transformers():
 def test_registry_is_package_data():
     tomllib = pytest.importorskip("tomllib")
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    assert "registry/*.json" in pyproject["tool"]["setuptools"]["package-data"]["trainer_core"]
+    assert "model/registry/*.json" in pyproject["tool"]["setuptools"]["package-data"]["trainer_core"]
