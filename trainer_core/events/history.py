@@ -27,6 +27,7 @@ from trainer_core.events import (
     SampleGenerated,
     StepLogged,
 )
+from trainer_core.events.codec import FILES, decode
 
 
 def smooth(values: list[float], weight: float = 0.6) -> list[float]:
@@ -137,41 +138,14 @@ class RunHistory:
         if v.status == "starting":
             v.status = "running"
 
-    # -- rows read back from a run directory (RunFollower)
+    # -- rows read back from a run directory (RunFollower): the same events, decoded
     def apply_rows(self, kind: str, rows: list[dict[str, Any]]) -> None:
+        events = [e for e in (decode(kind, r) for r in rows) if e is not None]
         with self._lock:
-            for r in rows:
-                self._apply_row(kind, r)
-            if rows:
+            for e in events:
+                self._apply_event(e)
+            if events:
                 self.version += 1
-
-    def _apply_row(self, kind: str, r: dict[str, Any]) -> None:
-        v = self._view
-        if kind == "metrics" and r.get("type") == "train":
-            self._step(int(r.get("step", 0)), int(r.get("max_steps") or 0), float(r.get("epoch") or 0),
-                       r.get("loss"), r.get("learning_rate"), r.get("samples_per_second"),
-                       r.get("tokens_per_second"), float(r.get("elapsed") or 0),
-                       {k[7:]: x for k, x in r.items() if k.startswith("memory_")})
-        elif kind == "metrics" and r.get("type") == "eval" and "eval_loss" in r:
-            v.eval_loss.append((int(r["step"]), float(r["eval_loss"])))
-        elif kind == "samples":
-            self._samples.appendleft({k: r.get(k) for k in ("step", "prompt", "image", "output")})
-        elif kind == "events":
-            event = r.get("event")
-            if event == "run_started":
-                v.name, v.task, v.run_dir = r.get("name", ""), r.get("task", ""), r.get("run_dir", "")
-                v.total_steps = int(r.get("max_steps") or v.total_steps)
-                v.summary = dict(r.get("summary") or {})
-            elif event == "oom_backoff":
-                self._backoff(int(r.get("step", 0)), r.get("before") or {}, r.get("after") or {},
-                              r.get("memory_at_failure"))
-            elif event == "checkpoint":
-                v.checkpoints.append(r.get("path", ""))
-                self._logs.append(f"step {r.get('step')}: checkpoint saved")
-            elif event == "log" and r.get("level") != "debug":
-                self._logs.append(f"{r.get('level')}: {str(r.get('message', '')).strip()[:200]}")
-            elif event == "run_finished":
-                self._logs.append(f"{r.get('status')} after {r.get('steps')} steps")
 
     def set_summary(self, summary: dict[str, Any]) -> None:
         with self._lock:
@@ -206,18 +180,16 @@ class RunFollower:
     """Reads what a run directory gained since the last poll. Only complete lines count: a line still being
     written (no newline yet) is read on a later poll."""
 
-    FILES = {"events": "events.jsonl", "metrics": "metrics.jsonl", "samples": "samples.jsonl"}
-
     def __init__(self, run_dir: str | Path, history: RunHistory) -> None:
         self.run_dir = Path(run_dir)
         self.history = history
-        self._offsets = dict.fromkeys(self.FILES, 0)
+        self._offsets = dict.fromkeys(FILES, 0)
         self.last_poll = 0.0
 
     def poll(self) -> bool:
         """Apply new lines; True when anything changed."""
         before = self.history.version
-        for kind, name in self.FILES.items():
+        for kind, name in FILES.items():
             path = self.run_dir / name
             try:
                 with path.open("rb") as f:

@@ -19,13 +19,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from trainer_core.base.atomic import atomic_write_json, atomic_write_text
-from trainer_core.events import (
-    EvalLogged,
-    Event,
-    RunFinished,
-    SampleGenerated,
-    StepLogged,
-)
+from trainer_core.events import Event, RunFinished
+from trainer_core.events.codec import FILES, encode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,25 +104,6 @@ def truncate_metrics_after(paths: RunPaths, step: int) -> None:
         atomic_write_text(path, "".join(k + "\n" for k in kept))
 
 
-def metrics_row(event: StepLogged) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "type": "train",
-        "step": event.step,
-        "max_steps": event.max_steps,
-        "epoch": event.epoch,
-        "loss": event.loss,
-        "learning_rate": event.learning_rate,
-        "grad_norm": event.grad_norm,
-        "samples_per_second": event.samples_per_second,
-        "tokens_per_second": event.tokens_per_second,
-        "elapsed": event.elapsed,
-        "time": event.time,
-    }
-    row.update({f"memory_{k}": v for k, v in dataclasses.asdict(event.memory).items() if v is not None})
-    row.update(event.extra)
-    return row
-
-
 class RunRecorder:
     """Event subscriber that appends to the run's JSON Lines files (one open handle each)."""
 
@@ -145,15 +121,8 @@ class RunRecorder:
             f.flush()
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, StepLogged):
-            self._append(self.paths.metrics, metrics_row(event))
-        elif isinstance(event, EvalLogged):
-            self._append(self.paths.metrics, {"type": "eval", "step": event.step, "epoch": event.epoch,
-                                              "time": event.time, **event.metrics})
-        elif isinstance(event, SampleGenerated):
-            self._append(self.paths.samples, dataclasses.asdict(event))
-        else:
-            self._append(self.paths.events, event.to_dict())
+        kind, row = encode(event)
+        self._append(self.paths.root / FILES[kind], row)
         if isinstance(event, RunFinished):
             self.close()
 
