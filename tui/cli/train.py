@@ -66,6 +66,7 @@ def _train_distributed(preset, resume: Path | None, *, headless: bool, run_dir: 
     from trainer_core.model.loading import resolve_precision
     from trainer_core.run import distributed
     from trainer_core.run.folder import new_run_dir
+    from trainer_core.run.preflight import check_launch
 
     if os.environ.get("WORLD_SIZE"):
         raise UsageError("already inside a multi-process launch: run `vlmtune train` itself, not under "
@@ -74,6 +75,7 @@ def _train_distributed(preset, resume: Path | None, *, headless: bool, run_dir: 
     if d.num_machines > 1 and resume is None and not run_dir:
         raise UsageError("with several machines every machine must use the same run folder, on a filesystem they "
                          "all see: give the same --run-dir PATH on each (`vlmtune export-config` prints the commands)")
+    check_launch(preset, gpus=_local_gpus())
     folder = resume if resume is not None else (Path(run_dir) if run_dir else new_run_dir(preset.output_dir,
                                                                                         preset.name))
     folder.mkdir(parents=True, exist_ok=True)
@@ -114,3 +116,9 @@ def _wait_in_monitor(launch, folder: Path) -> int:  # noqa: ANN001
 
     MonitorApp(follow=folder, launch=launch).run()
     return launch.wait()
+
+
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
