@@ -105,17 +105,20 @@ class MonitorScreen(Screen):
             self.follower.poll()
         if self.history.version == self._drawn_version:
             return
-        if self.history.status in ("starting", "running") and not self._budget.due(time.monotonic(),
-                                                                                  time.thread_time()):
+        live = self.history.status in ("starting", "running")
+        mode = self._budget.due(time.monotonic(), time.thread_time()) if live else "full"
+        if mode is None:
             return
         version, v = self.history.version, self.history.snapshot()  # a snapshot only for a redraw
-        self._drawn_version = version
         self._draw_title(v)
+        self._draw_stats(v)
+        if mode == "light":  # the figures a user watches; the costly panels wait for a full redraw
+            return
+        self._drawn_version = version
         now = time.monotonic()
         if now - self._plotted_at >= PLOT_SECONDS or v.status not in ("starting", "running"):
             self._plotted_at = now
             self._draw_plot(v)
-        self._draw_stats(v)
         self._draw_samples(v)
         log = self.query_one("#log", RichLog)
         for line in v.logs[self._logged:] if len(v.logs) >= self._logged else v.logs:
