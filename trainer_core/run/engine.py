@@ -37,12 +37,12 @@ from trainer_core.run.checkpoints import clear_staging, with_atomic_checkpoints
 from trainer_core.run.folder import (
     RunPaths,
     RunRecorder,
-    latest_checkpoint,
     new_run_dir,
     read_summary,
     truncate_metrics_after,
     write_summary,
 )
+from trainer_core.run.resume import prepare_resume
 
 log = logging.getLogger(__name__)
 
@@ -423,10 +423,15 @@ def run_training(preset: Preset, *, events: EventStream | None = None, stop: Sto
     ctx = _RunContext(preset, events)
     trainer = None
     try:
+        # Before preset.yaml is replaced and any weights load: the preset must fit the run, the checkpoint be intact.
+        start = prepare_resume(preset, root, events) if resume is not None else None
+        if start is not None:
+            summary["skipped_checkpoints"] = start.skipped
         if main:
             atomic_write_text(paths.preset, preset.to_yaml())
             write_summary(paths, summary)
-        trainer, resume_ckpt, loaded, make = _build_trainer(preset, paths, events, stop, ctx, resume is not None,
+        trainer, resume_ckpt, loaded, make = _build_trainer(preset, paths, events, stop, ctx,
+                                                            start.checkpoint if start else None,
                                                             list(callbacks or []))
         if resume_ckpt is not None:
             summary["resumed_from"] = {"step": int(resume_ckpt.name.split("-")[-1]), "checkpoint": str(resume_ckpt),
@@ -505,7 +510,7 @@ def run_training(preset: Preset, *, events: EventStream | None = None, stop: Sto
 
 
 def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: StopSignal, ctx: _RunContext,
-                   resuming: bool, callbacks: list[Any]):
+                   resume_ckpt: Path | None, callbacks: list[Any]):
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from trainer_core.config.library_args import lora_config, trainer_args
@@ -531,11 +536,6 @@ def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: S
     if data.skipped:
         events.emit(LogMessage(level="warning", message=f"skipped {len(data.skipped)} invalid rows "
                                                          f"(data.skip_invalid): first: {data.skipped[0]}"))
-    resume_ckpt = None
-    if resuming:
-        resume_ckpt = latest_checkpoint(paths.root)
-        if resume_ckpt is None:
-            raise FileNotFoundError(f"{paths.root} has no checkpoint to resume from (checkpoints/ is empty)")
     from trainer_core.model.loading import cuda_available
 
     ctx.processing_class, ctx.is_vlm = processing_class, is_vlm

@@ -82,7 +82,8 @@ def newest_run(output_dir: str | Path, name: str, *, with_checkpoint: bool = Tru
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete checkpoint. Checkpoints are staged and renamed when whole (trainer_core.run.checkpoints);
     a folder without trainer_state.json (written last; e.g. from an older version or a copy cut short) is
-    passed over for the one before."""
+    passed over for the one before. Only names are read here: resuming checks the files against the checkpoint's
+    manifest and passes over a damaged one too (trainer_core.run.resume.choose_checkpoint)."""
     from trainer_core.run.checkpoints import complete_checkpoints
 
     return (complete_checkpoints(run_dir / "checkpoints") or [None])[-1]

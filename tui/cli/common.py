@@ -58,11 +58,20 @@ def preset_to_train(preset: str | None, resume: str | None, sets: list[str]):  #
             raise UsageError(f"no run of {loaded.name!r} with a checkpoint under {loaded.output_dir}/ to resume; "
                              f"start one with `vlmtune train {preset}`, or name the run: --resume RUN_DIR")
         print(f"resuming {found} (the newest run of {loaded.name} with a checkpoint)", file=sys.stderr)
-        return load_preset(found / "preset.yaml", sets), found
+        return _fits_run(load_preset(found / "preset.yaml", sets), found)
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / "preset.yaml").exists():
             raise UsageError(f"{run_dir} is not a vlmtune run directory (no preset.yaml in it)")
         # The run's own resolved preset, unless another is given; --set still applies (e.g. more steps).
-        return load_preset(preset or run_dir / "preset.yaml", sets), run_dir
+        return _fits_run(load_preset(preset or run_dir / "preset.yaml", sets), run_dir)
     return load_preset(preset, sets), None
+
+
+def _fits_run(preset, run_dir: Path):  # noqa: ANN001, ANN202
+    """Refuse a preset that does not fit the run here, before a multi-process launch rewrites its preset.yaml
+    (the engine checks again for callers that do not come through the CLI)."""
+    from trainer_core.run.resume import check_preset
+
+    check_preset(preset, run_dir)
+    return preset, run_dir
