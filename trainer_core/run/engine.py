@@ -387,126 +387,165 @@ def run_training(preset: Preset, *, events: EventStream | None = None, stop: Sto
 
     `callbacks` are extra transformers TrainerCallbacks (for integrations and benchmarks). `fit_check` runs
     the longest batch once before step 1 and backs off if it does not fit (None: on GPUs only).
+    A run is a sequence of named steps: open the run folder, build the trainer, train, finish (or fail).
     """
-    events = events or EventStream()
-    stop = stop or StopSignal()
-    rank, world_size = world_info()
-    main = rank == 0
+    run = _Run(preset, events or EventStream(), stop or StopSignal(), resume, run_dir)
+    try:
+        run.build(list(callbacks or []), fit_check)
+        run.train()
+        return run.finish()
+    except BaseException as exc:  # KeyboardInterrupt too: the run dir must say what happened
+        result = run.fail(exc)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        return result
+    finally:
+        run.close()
 
+
+def _run_folder(preset: Preset, resume: str | Path | None, run_dir: str | Path | None, world_size: int) -> Path:
     if resume is not None:
         root = Path(resume)
         if not root.is_dir():
             raise FileNotFoundError(f"run directory not found: {root}")
-    elif run_dir is not None:
+        return root
+    if run_dir is not None:
         root = Path(run_dir)
         root.mkdir(parents=True, exist_ok=True)
-    else:
-        if world_size > 1:
-            raise ValueError("under several processes every rank must share one run directory: launch through "
-                             "`vlmtune train` (which passes --run-dir) rather than calling the engine per rank")
-        root = new_run_dir(preset.output_dir, preset.name)
-    paths = RunPaths(root)
-    recorder = RunRecorder(paths) if main else None
-    unsubscribe = events.subscribe(recorder) if recorder else (lambda: None)
-    handler = _EventLogHandler(events)
-    for name in _LIBRARY_LOGGERS:
-        logging.getLogger(name).addHandler(handler)
-    logging.captureWarnings(True)
+        return root
+    if world_size > 1:
+        raise ValueError("under several processes every rank must share one run directory: launch through "
+                         "`vlmtune train` (which passes --run-dir) rather than calling the engine per rank")
+    return new_run_dir(preset.output_dir, preset.name)
 
-    previous = read_summary(root) or {}
-    summary: dict[str, Any] = {
-        "status": "running", "name": preset.name, "task": preset.task, "model": preset.model.name_or_path,
-        "steps": previous.get("steps", 0), "final_loss": previous.get("final_loss"),
-        "trainable_params": None, "total_params": None, "world_size": world_size, "adapter": None,
-        "started": time.time(), "pid": os.getpid(),
-    }
-    ctx = _RunContext(preset, events)
-    trainer = None
-    try:
+
+class _Run:
+    """One run's state as it goes through its steps. Only global rank 0 (`main`) writes the run folder."""
+
+    def __init__(self, preset: Preset, events: EventStream, stop: StopSignal, resume: str | Path | None,
+                 run_dir: str | Path | None) -> None:
+        self.preset, self.events, self.stop, self.resuming = preset, events, stop, resume is not None
+        rank, self.world_size = world_info()
+        self.main = rank == 0
+        self.root = _run_folder(preset, resume, run_dir, self.world_size)
+        self.paths = RunPaths(self.root)
+        self.recorder = RunRecorder(self.paths) if self.main else None
+        self._unsubscribe = events.subscribe(self.recorder) if self.recorder else (lambda: None)
+        self._handler = _EventLogHandler(events)
+        for name in _LIBRARY_LOGGERS:
+            logging.getLogger(name).addHandler(self._handler)
+        logging.captureWarnings(True)
+        previous = read_summary(self.root) or {}
+        self.summary: dict[str, Any] = {
+            "status": "running", "name": preset.name, "task": preset.task, "model": preset.model.name_or_path,
+            "steps": previous.get("steps", 0), "final_loss": previous.get("final_loss"),
+            "trainable_params": None, "total_params": None, "world_size": self.world_size, "adapter": None,
+            "started": time.time(), "pid": os.getpid(),
+        }
+        self.ctx = _RunContext(preset, events)
+        self.trainer: Any = None
+        self.resume_ckpt: Path | None = None
+        self.checking = False
+
+    def _write_summary(self) -> None:
+        if self.main:
+            write_summary(self.paths, self.summary)
+
+    @property
+    def resumed_step(self) -> int:
+        return int(self.resume_ckpt.name.split("-")[-1]) if self.resume_ckpt else 0
+
+    def build(self, callbacks: list[Any], fit_check: bool | None) -> None:
+        """Check the resume, record the preset, load model + data into a trainer, announce the run."""
+        preset = self.preset
         # Before preset.yaml is replaced and any weights load: the preset must fit the run, the checkpoint be intact.
-        start = prepare_resume(preset, root, events) if resume is not None else None
+        start = prepare_resume(preset, self.root, self.events) if self.resuming else None
         if start is not None:
-            summary["skipped_checkpoints"] = start.skipped
-        if main:
-            atomic_write_text(paths.preset, preset.to_yaml())
-            write_summary(paths, summary)
-        trainer, resume_ckpt, loaded, make = _build_trainer(preset, paths, events, stop, ctx,
-                                                            start.checkpoint if start else None,
-                                                            list(callbacks or []))
-        if resume_ckpt is not None:
-            summary["resumed_from"] = {"step": int(resume_ckpt.name.split("-")[-1]), "checkpoint": str(resume_ckpt),
-                                       "at": time.time()}
-            if main:
-                truncate_metrics_after(paths, summary["resumed_from"]["step"])
-        trainable, total = count_parameters(trainer.model)
-        summary.update(trainable_params=trainable, total_params=total)
-        effective = preset.training.micro_batch_size * preset.training.gradient_accumulation_steps * world_size
-        checking = _fit_check_on(fit_check, world_size)
-        if checking:
+            self.summary["skipped_checkpoints"] = start.skipped
+        if self.main:
+            atomic_write_text(self.paths.preset, preset.to_yaml())
+        self._write_summary()
+        self.trainer, self.resume_ckpt, self.loaded, self.make = _build_trainer(
+            preset, self.paths, self.events, self.stop, self.ctx, start.checkpoint if start else None, callbacks)
+        if self.resume_ckpt is not None:
+            self.summary["resumed_from"] = {"step": self.resumed_step, "checkpoint": str(self.resume_ckpt),
+                                            "at": time.time()}
+            if self.main:
+                truncate_metrics_after(self.paths, self.resumed_step)
+        trainable, total = count_parameters(self.trainer.model)
+        self.summary.update(trainable_params=trainable, total_params=total)
+        self.checking = _fit_check_on(fit_check, self.world_size)
+        if self.checking:
             from trainer_core.run.fit_check import preset_estimate
 
-            summary["memory_estimate"] = preset_estimate(preset, loaded.precision)
-        events.emit(RunStarted(
-            run_dir=str(root), name=preset.name, task=preset.task, model=preset.model.name_or_path,
-            is_vlm=loaded.is_vlm, trainable_params=trainable, total_params=total,
-            max_steps=_planned_steps(trainer, preset, world_size), world_size=world_size,
-            resumed_from_step=int(resume_ckpt.name.split("-")[-1]) if resume_ckpt else 0,
+            self.summary["memory_estimate"] = preset_estimate(preset, self.loaded.precision)
+        self.events.emit(self._started(trainable, total))
+
+    def _started(self, trainable: int, total: int) -> RunStarted:
+        preset, trainer, t = self.preset, self.trainer, self.preset.training
+        return RunStarted(
+            run_dir=str(self.root), name=preset.name, task=preset.task, model=preset.model.name_or_path,
+            is_vlm=self.loaded.is_vlm, trainable_params=trainable, total_params=total,
+            max_steps=_planned_steps(trainer, preset, self.world_size), world_size=self.world_size,
+            resumed_from_step=self.resumed_step,
             summary={
-                "precision": loaded.precision, "quantization": preset.quantization,
+                "precision": self.loaded.precision, "quantization": preset.quantization,
                 "lora": {"r": preset.lora.r, "alpha": preset.lora.alpha} if preset.lora.enabled else None,
-                "micro_batch_size": preset.training.micro_batch_size,
-                "gradient_accumulation_steps": preset.training.gradient_accumulation_steps,
-                "effective_batch": effective, "world_size": world_size, "train_rows": len(trainer.train_dataset),
-                "memory_estimate": summary.get("memory_estimate"),
+                "micro_batch_size": t.micro_batch_size, "gradient_accumulation_steps": t.gradient_accumulation_steps,
+                "effective_batch": t.micro_batch_size * t.gradient_accumulation_steps * self.world_size,
+                "world_size": self.world_size, "train_rows": len(trainer.train_dataset),
+                "memory_estimate": self.summary.get("memory_estimate"),
                 "eval_rows": len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
             },
-        ))
-        if stop.requested:  # stopped while loading: nothing trained, nothing to save
-            ctx.stopped = True
-        else:
-            trainer = _train_backing_off(trainer, make, preset, resume_ckpt, paths, events, summary, recorder,
-                                         fit_check=checking)
-        state = trainer.state
-        steps = max(state.global_step, int(resume_ckpt.name.split("-")[-1]) if resume_ckpt else 0)
+        )
+
+    def train(self) -> None:
+        if self.stop.requested:  # stopped while loading: nothing trained, nothing to save
+            self.ctx.stopped = True
+            return
+        self.trainer = _train_backing_off(self.trainer, self.make, self.preset, self.resume_ckpt, self.paths,
+                                          self.events, self.summary, self.recorder, fit_check=self.checking)
+
+    def finish(self) -> RunResult:
+        """Save the adapter (or model), the final samples and the summary; announce the end."""
+        state = self.trainer.state
+        steps = max(state.global_step, self.resumed_step)
         losses = [h["loss"] for h in state.log_history if "loss" in h]
-        final_loss = float(losses[-1]) if losses else summary.get("final_loss")
-        status = "stopped" if ctx.stopped else "completed"
+        final_loss = float(losses[-1]) if losses else self.summary.get("final_loss")
+        status = "stopped" if self.ctx.stopped else "completed"
         adapter = None
-        if main and steps > 0:
-            target = paths.adapter if preset.lora.enabled else root / "model"
-            adapter = _save_adapter(trainer, loaded.processing_class, target)
-            if status == "completed" and preset.samples.prompts and not preset.samples.every_steps:
-                ctx.emit_samples(trainer.model, steps)
-        summary.update(status=status, steps=steps, final_loss=final_loss,
-                       adapter=str(adapter) if adapter else None, finished=time.time())
-        if main:
-            write_summary(paths, summary)
-        events.emit(RunFinished(status=status, run_dir=str(root), steps=steps, final_loss=final_loss,
-                                adapter=str(adapter) if adapter else None))
-        return RunResult(status, root, steps, final_loss, adapter)
-    except BaseException as exc:  # KeyboardInterrupt too: the run dir must say what happened
+        if self.main and steps > 0:
+            target = self.paths.adapter if self.preset.lora.enabled else self.root / "model"
+            adapter = _save_adapter(self.trainer, self.loaded.processing_class, target)
+            if status == "completed" and self.preset.samples.prompts and not self.preset.samples.every_steps:
+                self.ctx.emit_samples(self.trainer.model, steps)
+        self.summary.update(status=status, steps=steps, final_loss=final_loss,
+                            adapter=str(adapter) if adapter else None, finished=time.time())
+        self._write_summary()
+        self.events.emit(RunFinished(status=status, run_dir=str(self.root), steps=steps, final_loss=final_loss,
+                                     adapter=str(adapter) if adapter else None))
+        return RunResult(status, self.root, steps, final_loss, adapter)
+
+    def fail(self, exc: BaseException) -> RunResult:
         message = explain_error(exc)
-        steps = trainer.state.global_step if trainer is not None else summary.get("steps", 0)
-        summary.update(status="failed", error=message, steps=steps, finished=time.time())
+        steps = self.trainer.state.global_step if self.trainer is not None else self.summary.get("steps", 0)
+        self.summary.update(status="failed", error=message, steps=steps, finished=time.time())
         # Errors the user can fix are explained in `message`; only surprises keep a traceback.
-        known = isinstance(exc, (VlmtuneError, FileNotFoundError))
-        tb = None if known else traceback.format_exc()
-        if main:
-            write_summary(paths, summary)
-            if tb:
-                atomic_write_text(root / "error.txt", tb)
-        events.emit(RunFinished(status="failed", run_dir=str(root), steps=steps,
-                                final_loss=summary.get("final_loss"), adapter=None, error=message))
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
-        return RunResult("failed", root, steps, summary.get("final_loss"), None, message, exc, tb)
-    finally:
+        tb = None if isinstance(exc, (VlmtuneError, FileNotFoundError)) else traceback.format_exc()
+        self._write_summary()
+        if self.main and tb:
+            atomic_write_text(self.root / "error.txt", tb)
+        self.events.emit(RunFinished(status="failed", run_dir=str(self.root), steps=steps,
+                                     final_loss=self.summary.get("final_loss"), adapter=None, error=message))
+        return RunResult("failed", self.root, steps, self.summary.get("final_loss"), None, message, exc, tb)
+
+    def close(self) -> None:
         for name in _LIBRARY_LOGGERS:
-            logging.getLogger(name).removeHandler(handler)
+            logging.getLogger(name).removeHandler(self._handler)
         logging.captureWarnings(False)
-        unsubscribe()
-        if recorder:
-            recorder.close()
+        self._unsubscribe()
+        if self.recorder:
+            self.recorder.close()
 
 
 def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: StopSignal, ctx: _RunContext,
