@@ -259,3 +259,46 @@ async def test_run_in_background_then_watch_it(demo, tmp_path, monkeypatch):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["pid"] == pid  # the run was the detached process
     assert (tmp_path / "out" / "bg-run.yaml").exists()
+
+
+async def test_wizard_plans_a_preset_as_vlmtune_plan_does(demo, tmp_path):
+    """A preset opened in the wizard gets the recommendation and memory figures `vlmtune plan` gives it: its
+    LoRA targets and dropout, and its data as the preset reads it (max_samples), are planned as written."""
+    from trainer_core.config.presets import load_preset
+    from trainer_core.plan.from_preset import plan_preset_report, settings_for
+
+    preset = load_preset(demo.presets / "demo-sft.yaml", ["lora.target_modules=[q_proj, v_proj]",
+                                                          "lora.dropout=0.1", "data.max_samples=24"])
+    folder = tmp_path / "presets"
+    folder.mkdir()
+    (folder / "bridge.yaml").write_text(preset.to_yaml())
+    app = VlmtuneApp(preset_folders=[folder], run_folders=[tmp_path / "runs"], presets_dir=tmp_path / "out",
+                     machine=CPU_MACHINE)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_preset(pilot, app, "bridge")
+        await walk_to_plan(pilot, app)
+        report, draft, rows = app.state.plan, app.state.draft, app.state.data_report.rows
+    assert rows == 24  # the data step read the rows training will read
+    assert report.goal.lora_targets == ["q_proj", "v_proj"] and report.goal.lora_dropout == 0.1
+    assert report == plan_preset_report(preset, machine=CPU_MACHINE)
+    assert settings_for(draft, report) == report.plan.settings  # the memory bar shows the plan's own figures
+
+
+async def test_reapplied_recommendation_sets_alpha_with_the_rank(demo, tmp_path):
+    app = make_app(demo, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_preset(pilot, app, "demo-sft")
+        await walk_to_plan(pilot, app)
+        planned = app.state.plan.plan.settings.lora_r
+        app.query_one("#f-lora-alpha").value = "7"
+        await pilot.pause(0.1)
+        app.query_one("#reapply").press()
+        await pilot.pause(0.1)
+        assert (app.state.get("lora.r"), app.state.get("lora.alpha")) == (planned, 7)  # rank kept: alpha too
+        app.query_one("#f-lora-r").value = str(4 * planned)
+        await pilot.pause(0.1)
+        assert app.state.get("lora.r") == 4 * planned
+        app.query_one("#reapply").press()
+        await pilot.pause(0.1)
+        assert (app.state.get("lora.r"), app.state.get("lora.alpha")) == (planned, 2 * planned)
+        assert app.query_one("#f-lora-alpha").value == str(2 * planned)

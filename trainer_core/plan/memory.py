@@ -100,8 +100,15 @@ class MemoryEstimate:
         return asdict(self)
 
 
+def compute_precision(precision: str, quantization: str) -> str:
+    """The dtype a run computes in: quantized (4-bit/8-bit) layers compute in bf16 when the run says fp32
+    (QLoRA has no fp32 compute); otherwise the run's own precision. The memory model, the planner, the wizard
+    and the fit check all ask here (model/loading.py builds the BitsAndBytesConfig by the same rule)."""
+    return "bf16" if quantization != "none" and precision == "fp32" else precision
+
+
 def _weight_bytes(info: ModelInfo, s: TrainSettings) -> int:
-    dtype = DTYPE_BYTES[s.precision if s.quantization == "none" else ("bf16" if s.precision == "fp32" else s.precision)]
+    dtype = DTYPE_BYTES[compute_precision(s.precision, s.quantization)]
     if s.quantization == "none":
         return info.total_params * dtype
     # bitsandbytes quantizes every nn.Linear except the LM head; embeddings and norms stay in 16-bit.
@@ -196,8 +203,7 @@ def _fused_head_bytes(info: ModelInfo, s: TrainSettings, act_bytes: int, rows: i
 
 def estimate_memory(info: ModelInfo, s: TrainSettings) -> MemoryEstimate:
     notes: list[str] = []
-    compute = "bf16" if (s.quantization != "none" and s.precision == "fp32") else s.precision
-    act_bytes = DTYPE_BYTES[compute]
+    act_bytes = DTYPE_BYTES[compute_precision(s.precision, s.quantization)]
     weights = _weight_bytes(info, s)
     trainable = trainable_params(info, s)
     if s.lora:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer_core.data.stats import DataStats
-from trainer_core.model.image_tokens import ImageCost, image_cost, processor_image_cost
+from trainer_core.model.image_tokens import DEFAULT_IMAGE_SIZE, ImageCost, image_cost, processor_image_cost
 from trainer_core.model.info import ModelInfo
 from trainer_core.plan.memory import GIB
 from trainer_core.plan.probe import MachineInfo
@@ -25,15 +25,19 @@ class PlanReport:
     image: ImageCost | None
     goal: Goal
     plan: Plan
+    # why the data was not measured (e.g. a hub dataset offline); None when it was, or when none was given
+    data_note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         m = self.model
-        lora = m.lora_params(self.plan.settings.lora_r)
+        # the estimate's count: the planned targets, vision setting and rank (or every weight without LoRA)
+        trainable = self.plan.estimate.trainable_params
         return {
             "model": m.name,
-            "params": {**m.params, "total": m.total_params, "trainable": lora},
+            "params": {**m.params, "total": m.total_params, "trainable": trainable},
             **self.plan.to_dict(),
             "data": self.stats.to_dict() if self.stats else None,
+            "data_note": self.data_note,
             "image_tokens_per_image": self.image.tokens if self.image else 0,
             "seq_len": self.plan.estimate.seq_len,
         }
@@ -62,7 +66,10 @@ def text_tokens_within(text_tokens: int, max_length: int, images_per_sample: flo
 
 def goal_for(info: ModelInfo, config: Any, task: str, stats: DataStats | None, *, effective_batch: int = 16,
              max_length: int | None = None, lora_r: int = 16, lora_dropout: float = 0.05,
-             processor: Any = None, lora: Any = None) -> tuple[Goal, ImageCost | None]:
+             processor: Any = None, lora: Any = None,
+             default_text: int = DEFAULT_TEXT_TOKENS) -> tuple[Goal, ImageCost | None]:
+    """`default_text`: tokens per sample when there are no statistics (max_length when data was given but
+    could not be read: the longest sample the run allows)."""
     image = None
     images_per_sample = 0.0
     if info.is_vlm:
@@ -80,7 +87,7 @@ def goal_for(info: ModelInfo, config: Any, task: str, stats: DataStats | None, *
         text = stats.total_tokens.max + TEMPLATE_TOKENS
         answer = stats.answer_tokens.max + 2
     else:
-        text, answer = DEFAULT_TEXT_TOKENS, DEFAULT_TEXT_TOKENS // 4
+        text, answer = default_text, DEFAULT_TEXT_TOKENS // 4
     if max_length:
         text = text_tokens_within(text, max_length, images_per_sample, image.tokens if image else 0)
         answer = min(answer, text)
@@ -97,29 +104,66 @@ def goal_for(info: ModelInfo, config: Any, task: str, stats: DataStats | None, *
 def plan_for(model: str, task: str, *, data: str | None = None, gpu_mib: int | None = None,
              effective_batch: int = 16, max_length: int | None = None, machine: MachineInfo | None = None,
              trust_remote_code: bool = False, data_section: Any = None, lora_r: int = 16,
-             lora_dropout: float = 0.05, lora: Any = None) -> PlanReport:
-    """`lora` is a preset's LoraSection: its mode, targets and vision setting are planned as they are."""
+             lora_dropout: float = 0.05, lora: Any = None, gpu_index: int = 0) -> PlanReport:
+    """`lora` is a preset's LoraSection: its mode, targets and vision setting are planned as they are.
+    A preset plans through trainer_core.plan.from_preset, which fills these from its sections."""
     from trainer_core.model.info import inspect_model, resolve_config
 
     config, _ = resolve_config(model, trust_remote_code=trust_remote_code)
     info = inspect_model(model, config=config, trust_remote_code=trust_remote_code)
-    stats = None
     processor = _local_processing_class(model, info.is_vlm)
+    stats, note = None, None
     if data or data_section is not None:
         from trainer_core.config.presets import DataSection
-        from trainer_core.data.stats import dataset_stats
 
-        tokenizer = getattr(processor, "tokenizer", processor)
-        stats = dataset_stats(data_section or DataSection(path=data), task, tokenizer)
+        stats, note = measure_data(data_section or DataSection(path=data), task,
+                                   getattr(processor, "tokenizer", processor))
     if machine is None and gpu_mib is None:
         from trainer_core.plan.probe import probe
 
         machine = probe()
+    unmeasured = note is not None and bool(max_length)
     goal, image = goal_for(info, config, task, stats, effective_batch=effective_batch, max_length=max_length,
                            lora_r=lora_r, lora_dropout=lora_dropout, lora=lora,
-                           processor=processor if info.is_vlm else None)
-    plan = recommend(info, target_for(machine, gpu_mib), goal)
-    return PlanReport(info, stats, image, goal, plan)
+                           processor=processor if info.is_vlm else None,
+                           default_text=int(max_length) if unmeasured else DEFAULT_TEXT_TOKENS)
+    plan = recommend(info, target_for(machine, gpu_mib, gpu_index), goal)
+    if note is not None:
+        note = _unmeasured_note(note, max_length, image)
+    return PlanReport(info, stats, image, goal, plan, note)
+
+
+def measure_data(section: Any, task: str, tokenizer: Any = None) -> tuple[DataStats | None, str | None]:
+    """The data's statistics, or (None, why) when a hub dataset cannot be reached: the plan then goes on
+    without it. Any other problem (a missing local file, a bad format) is the user's to fix and raises."""
+    from trainer_core.data.problems import DataError
+    from trainer_core.data.stats import dataset_stats
+    from trainer_core.model.hub import hub_reachable
+
+    try:
+        return dataset_stats(section, task, tokenizer), None
+    except DataError as exc:
+        if not _names_a_hub_dataset(section.path) or hub_reachable():
+            raise
+        why = exc.problems[0].message if exc.problems else str(exc)
+        return None, why.rstrip(".")
+
+
+def _names_a_hub_dataset(path: str) -> bool:
+    """org/name that is no local path and no data file (a mistyped data/train.jsonl stays an error)."""
+    from trainer_core.data.sources import FILE_KINDS
+
+    p = Path(path).expanduser()
+    return not p.exists() and p.suffix.lower() not in FILE_KINDS and len(path.strip("/").split("/")) == 2
+
+
+def _unmeasured_note(why: str, max_length: int | None, image: ImageCost | None) -> str:
+    length = (f"training.max_length ({max_length} tokens per sample)" if max_length
+              else f"{DEFAULT_TEXT_TOKENS} text tokens per sample (no training.max_length)")
+    w, h = DEFAULT_IMAGE_SIZE
+    images = (f" and the processor's default image size ({w}x{h} px, {image.tokens} tokens per image)"
+              if image and image.tokens else "")
+    return f"the data was not measured: {why}. Planned from {length}{images}."
 
 
 def _local_processing_class(model: str, is_vlm: bool):
@@ -141,6 +185,8 @@ def format_plan(report: PlanReport) -> str:
              f"{', from the offline registry' if m.source == 'registry' else ''})"]
     parts = ", ".join(f"{k} {v / 1e6:,.0f}M" for k, v in m.params.items() if v)
     lines.append(f"           {parts}")
+    if report.data_note:
+        lines.append(f"data       {report.data_note}")
     if report.stats:
         s = report.stats
         lines.append(f"data       {s.rows} rows ({s.format}); tokens p50/p95/max {s.total_tokens.p50}/"

@@ -132,7 +132,8 @@ def _largest_fitting(info: ModelInfo, goal: Goal, budget: int, precision: str, q
     return None, None
 
 
-def _precision(target: Target) -> tuple[str, str]:
+def precision_for(target: Target) -> tuple[str, str]:
+    """What `precision: auto` becomes on `target`, with the reason."""
     if target.backend == "cuda":
         if target.bf16:
             return "bf16", "the GPU supports bf16 (compute capability 8.0+): half the memory of fp32, fp32's range"
@@ -143,7 +144,7 @@ def _precision(target: Target) -> tuple[str, str]:
 
 
 def recommend(info: ModelInfo, target: Target, goal: Goal) -> Plan:
-    precision, why_precision = _precision(target)
+    precision, why_precision = precision_for(target)
     budget = int(target.available_bytes * (1 - goal.margin))
     quantizations = ["none", "4bit"] if target.backend == "cuda" and goal.lora else ["none"]
     reasons: list[Reason] = [Reason("precision", precision, why_precision)]
@@ -191,12 +192,7 @@ def recommend(info: ModelInfo, target: Target, goal: Goal) -> Plan:
     else:
         reasons.append(Reason("gradient_checkpointing", False,
                               f"activations ({gib(est.components['activations'])}) fit without recomputation"))
-    bigger = micro * 2
-    why_micro = f"the largest that fits ({gib(est.required)} of {gib(budget)} usable)"
-    if bigger <= goal.effective_batch:
-        nxt = estimate_memory(info, replace(s, micro_batch_size=bigger))
-        why_micro += f"; {bigger} would need {gib(nxt.required)}"
-    reasons.append(Reason("micro_batch_size", micro, why_micro))
+    reasons.append(Reason("micro_batch_size", micro, _why_micro(info, goal, s, est, budget)))
     reasons.append(Reason("gradient_accumulation_steps", s.gradient_accumulation_steps,
                           f"{micro} x {s.gradient_accumulation_steps} = effective batch "
                           f"{micro * s.gradient_accumulation_steps} (goal {goal.effective_batch})"))
@@ -211,6 +207,17 @@ def recommend(info: ModelInfo, target: Target, goal: Goal) -> Plan:
                           "paged 8-bit AdamW: states in 8 bits (2 bytes/parameter), spikes paged to CPU"
                           if s.optimizer.startswith("paged") else "AdamW: LoRA's optimizer states are small"))
     return Plan(True, target, s, est, reasons)
+
+
+def _why_micro(info: ModelInfo, goal: Goal, s: TrainSettings, est: MemoryEstimate, budget: int) -> str:
+    """Why this micro-batch: the effective batch caps it (a larger one was never tried), or the next
+    size up does not fit."""
+    bigger = s.micro_batch_size * 2
+    if bigger > goal.effective_batch:
+        return f"capped by the effective batch {goal.effective_batch} (needs {gib(est.required)})"
+    nxt = estimate_memory(info, replace(s, micro_batch_size=bigger))
+    return (f"the largest that fits ({gib(est.required)} of {gib(budget)} usable); "
+            f"{bigger} would need {gib(nxt.required)}")
 
 
 def _no_fit(info: ModelInfo, target: Target, goal: Goal, precision: str, reasons: list[Reason],

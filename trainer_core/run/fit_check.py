@@ -5,7 +5,6 @@ is measured on real runs."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from typing import Any
@@ -46,18 +45,12 @@ def longest_rows(dataset: Any, n: int) -> list[int]:
 def preset_estimate(preset: Preset, precision: str) -> int | None:
     """The memory model's peak for this preset as it will run (None when the model cannot be inspected)."""
     try:
+        from trainer_core.plan.from_preset import plan_preset_report, settings_for
         from trainer_core.plan.memory import estimate_memory
-        from trainer_core.plan.planner import plan_for
 
-        t = preset.training
-        report = plan_for(preset.model.name_or_path, preset.task, data_section=preset.data, gpu_mib=80_000,
-                          effective_batch=t.micro_batch_size * t.gradient_accumulation_steps,
-                          max_length=t.max_length, trust_remote_code=preset.model.trust_remote_code,
-                          lora_r=preset.lora.r, lora_dropout=preset.lora.dropout, lora=preset.lora)
-        settings = dataclasses.replace(report.plan.settings, precision=precision, quantization=preset.quantization,
-                                       micro_batch_size=t.micro_batch_size,
-                                       gradient_accumulation_steps=t.gradient_accumulation_steps,
-                                       gradient_checkpointing=t.gradient_checkpointing, optimizer=t.optimizer)
+        # Any GPU size will do: only the data's shape is taken from the plan, the rest is the preset's.
+        report = plan_preset_report(preset, gpu_mib=80_000)
+        settings = settings_for(preset, report, precision=precision)
         return int(estimate_memory(report.model, settings).peak_allocated)
     except Exception:  # an estimate is a comparison, never a reason to stop a run
         return None

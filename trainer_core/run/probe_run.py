@@ -20,13 +20,13 @@ class ProbeRun:
 def probe_run(preset: Any, report: PlanReport, steps: int = 3) -> list[ProbeRun]:
     """Run `steps` real steps at the recommended size on the GPU and halve the micro-batch (doubling the
     accumulation) while the measured peak leaves less than the plan's margin free."""
-    import dataclasses
     import gc
     import tempfile
 
     import torch
 
     from trainer_core.config.presets import preset_from_dict
+    from trainer_core.plan.from_preset import settings_for
     from trainer_core.plan.memory import CUDA_CONTEXT_BYTES, FRAGMENTATION, estimate_memory
     from trainer_core.run.engine import run_training
 
@@ -44,6 +44,8 @@ def probe_run(preset: Any, report: PlanReport, steps: int = 3) -> list[ProbeRun]
             raw["training"].update(fields["training"], micro_batch_size=micro,
                                    gradient_accumulation_steps=max(1, effective // micro), max_steps=steps,
                                    save_steps=10 * steps, eval_steps=None)
+            if fields["lora"].get("enabled") and fields["lora"]["r"] != raw["lora"]["r"]:
+                raw["lora"].update(fields["lora"])  # the plan lowered the rank to fit: probe that rank
             raw["data"]["eval_fraction"] = 0.0
             raw["samples"] = {"every_steps": 0, "prompts": []}
             trial = preset_from_dict(raw)
@@ -56,9 +58,7 @@ def probe_run(preset: Any, report: PlanReport, steps: int = 3) -> list[ProbeRun]
             peak = torch.cuda.max_memory_allocated()
             if status == "failed" and not oom:
                 raise RuntimeError(f"the probe run failed: {error}")
-            settings = dataclasses.replace(report.plan.settings, micro_batch_size=micro,
-                                           gradient_accumulation_steps=max(1, effective // micro))
-            predicted = estimate_memory(report.model, settings).peak_allocated
+            predicted = estimate_memory(report.model, settings_for(trial, report)).peak_allocated
             ok = status == "completed" and peak * (1 + FRAGMENTATION) + CUDA_CONTEXT_BYTES <= budget
             runs.append(ProbeRun(micro, max(1, effective // micro), peak, predicted, ok))
             if ok or micro == 1:

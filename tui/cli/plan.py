@@ -36,12 +36,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--gpu-mib must be a positive number of MiB (e.g. 24576 for a 24 GiB GPU)")
     preset = load_preset(args.preset, args.set) if args.preset else None
     if preset is not None:
+        from trainer_core.plan.from_preset import plan_preset_report
+
         model, task = preset.model.name_or_path, preset.task
-        max_length = args.max_length or preset.training.max_length
-        effective = args.effective_batch or preset.training.micro_batch_size * preset.training.gradient_accumulation_steps
-        report = plan_for(model, task, data=args.data, gpu_mib=args.gpu_mib, effective_batch=effective,
-                          max_length=max_length, data_section=preset.data, trust_remote_code=args.trust_remote_code,
-                          lora_r=preset.lora.r, lora_dropout=preset.lora.dropout, lora=preset.lora)
+        report = plan_preset_report(preset, gpu_mib=args.gpu_mib, data=args.data,
+                                    effective_batch=args.effective_batch, max_length=args.max_length,
+                                    trust_remote_code=args.trust_remote_code)
     else:
         if not args.model:
             raise UsageError("give a preset, or --model M (a local folder or a hub id) with --task sft|dpo")

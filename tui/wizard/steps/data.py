@@ -1,4 +1,8 @@
-"""Step 4: SFT or DPO, the dataset, its detected format and column mapping, a preview and its problems."""
+"""Step 4: SFT or DPO, the dataset, its detected format and column mapping, a preview and its problems.
+
+Everything shown from the data (rows, column names, paths, problems) goes through `plain`: dataset text such
+as Llama-2's `[/INST]` is not Textual markup.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from textual.widgets import (
     Static,
 )
 
-from tui.widgets import ImagePreview
+from tui.widgets import ImagePreview, plain
 from tui.wizard.steps.base import Step
 
 
@@ -65,7 +69,7 @@ class DataStep(Step):
         task = "dpo" if event.pressed.id == "task-dpo" else "sft"
         if task != self.state.get("task"):
             self.state.set("task", task)
-            self.state.set("data.columns", {})
+            self._forget_mapping()
             self.state.plan = None
             if self.state.get("data.path"):
                 self.check()
@@ -75,9 +79,15 @@ class DataStep(Step):
     def check_pressed(self) -> None:
         path = self.query_one("#data-path", Input).value.strip()
         if path != self.state.get("data.path"):
-            self.state.set("data.columns", {})
+            self._forget_mapping()
+            self.state.set("data.subset", None)  # a hub subset names a part of the old dataset
         self.state.set("data.path", path)
         self.check()
+
+    def _forget_mapping(self) -> None:
+        """Other data or another task: the format and columns are detected afresh (the check reads them)."""
+        self.state.set("data.columns", {})
+        self.state.set("data.format", "auto")
 
     @on(Checkbox.Changed, "#skip")
     def skip(self, event: Checkbox.Changed) -> None:
@@ -92,20 +102,24 @@ class DataStep(Step):
         self.state.data_report = None
         self.state.plan = None
         self.query_one("#checking").display = True
-        self.query_one("#data-summary", Static).update(f"checking {path} …")
+        self.query_one("#data-summary", Static).update(plain(f"checking {path} …"))
         model = self.state.get("model.name_or_path")
         from pathlib import Path
 
         local_model = model if model and Path(model).exists() else None
+        # The rows training will read: the preset's format, subset, split and max_samples, as `vlmtune plan`.
+        where = {"fmt": self.state.get("data.format") or "auto", "subset": self.state.get("data.subset"),
+                 "split": self.state.get("data.split") or "train", "limit": self.state.get("data.max_samples")}
         self._check(path, self.state.get("task"), dict(self.state.get("data.columns") or {}), local_model,
-                    self.state.get("data.image_dir"))
+                    self.state.get("data.image_dir"), where)
 
     @work(thread=True, exclusive=True, group="check")
-    def _check(self, path: str, task: str, columns: dict, model: str | None, image_dir: str | None) -> None:
+    def _check(self, path: str, task: str, columns: dict, model: str | None, image_dir: str | None,
+               where: dict) -> None:
         from trainer_core.data.check import check_data
 
         try:
-            report = check_data(path, task, columns=columns, model=model, preview=1, image_dir=image_dir)
+            report = check_data(path, task, columns=columns, model=model, preview=1, image_dir=image_dir, **where)
         except Exception as exc:  # e.g. the model's tokenizer failed: say so inline
             self.app.call_from_thread(self._failed, str(exc))
             return
@@ -114,7 +128,7 @@ class DataStep(Step):
     def _failed(self, message: str) -> None:
         self.query_one("#checking").display = False
         self.query_one("#data-summary", Static).update("")
-        self.error("data-error", message)
+        self.error("data-error", plain(message))
 
     def _checked(self, report) -> None:  # noqa: ANN001
         if report.source != self.state.get("data.path") or report.task != self.state.get("task"):
@@ -133,10 +147,10 @@ class DataStep(Step):
                          f"{report.images['height']['max']} px"
                          + (f", {report.images['tokens_per_image']} tokens each"
                             if "tokens_per_image" in report.images else ""))
-        self.query_one("#data-summary", Static).update("\n".join(lines))
+        self.query_one("#data-summary", Static).update(plain("\n".join(lines)))
         self._show_mapping(report)
         preview = self.query_one("#preview", Static)
-        preview.update(report.previews[0] if report.previews else "")
+        preview.update(plain(report.previews[0] if report.previews else ""))
         image = self.query_one("#image", ImagePreview)
         path = report.first_image
         image.display = bool(path) and self.app.size.width >= 90  # pixels only where there is room
@@ -146,8 +160,8 @@ class DataStep(Step):
         if report.problems:
             shown = [str(p) for p in report.problems[:8]]
             more = len(report.problems) - len(shown)
-            problems.update("problems:\n" + "\n".join(f"  - {p}" for p in shown)
-                            + (f"\n  … and {more} more" if more > 0 else ""))
+            problems.update(plain("problems:\n" + "\n".join(f"  - {p}" for p in shown)
+                                  + (f"\n  … and {more} more" if more > 0 else "")))
         problems.display = bool(report.problems)
         self.app.step_finished_work()  # type: ignore[attr-defined]
 
@@ -156,11 +170,11 @@ class DataStep(Step):
         box.remove_children()
         if not report.format:
             return
-        options = [(c, c) for c in report.columns_found]
+        options = [(plain(c), c) for c in report.columns_found]
         for role, column in report.columns.items():
             # no ids: the old selects are removed asynchronously while these mount
             select = Select(options, value=column, name=role, classes="map", prompt=role, allow_blank=False)
-            select.border_title = role
+            select.border_title = plain(role)
             box.mount(select)
 
     @on(Select.Changed)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Grid
@@ -75,22 +73,21 @@ class PlanStep(Step):
         self.query_one("#planning").display = True
         self.error("plan-error", None)
         self.query_one("#reasons", Static).update("planning …")
-        draft = self.state.draft
-        self._plan(draft["model"]["name_or_path"], draft["task"], dict(draft["data"]), self.state.gpu_mib,
-                   self.state.machine, int(draft["lora"]["r"]), float(draft["lora"]["dropout"]),
-                   int(draft["training"]["micro_batch_size"]) * int(draft["training"]["gradient_accumulation_steps"]),
-                   draft["training"].get("max_length"))
+        from trainer_core.plan.from_preset import plan_inputs
+
+        try:  # read on this thread (the draft may change while the worker plans), as `vlmtune plan` reads it
+            inputs = plan_inputs(self.state.draft)
+        except (TypeError, ValueError) as exc:
+            self._failed(str(exc))
+            return
+        self._plan(inputs, self.state.gpu_mib, self.state.machine, self.state.gpu_index)
 
     @work(thread=True, exclusive=True, group="plan")
-    def _plan(self, model, task, data, gpu_mib, machine, r, dropout, effective, max_length) -> None:  # noqa: ANN001
+    def _plan(self, inputs, gpu_mib, machine, gpu_index) -> None:  # noqa: ANN001
         try:
-            from trainer_core.config.presets import DataSection
-            from trainer_core.plan.planner import plan_for
+            from trainer_core.plan.from_preset import plan_report
 
-            section = DataSection(**{k: v for k, v in data.items() if k in DataSection.__dataclass_fields__})
-            report = plan_for(model, task, data_section=section, gpu_mib=gpu_mib, machine=machine,
-                              effective_batch=max(1, effective), max_length=max_length, lora_r=r,
-                              lora_dropout=dropout)
+            report = plan_report(inputs, gpu_mib=gpu_mib, machine=machine, gpu_index=gpu_index)
         except Exception as exc:  # shown inline
             self.app.call_from_thread(self._failed, str(exc))
             return
@@ -113,9 +110,11 @@ class PlanStep(Step):
         fields = report.plan.preset_fields()
         for key in ("precision", "quantization"):
             self.state.set(key, fields[key])
-        self.state.set("lora.r", fields["lora"]["r"])
-        if fields["lora"]["r"] != self.state.get("lora.r"):
-            self.state.set("lora.alpha", 2 * fields["lora"]["r"])
+        lora = fields["lora"]  # {"enabled": False} when the preset fine-tunes every weight
+        if lora.get("enabled") and lora["r"] != self.state.get("lora.r"):
+            # alpha follows the rank (2 x r), as the plan's own preset says; a kept rank keeps the user's alpha
+            self.state.set("lora.r", lora["r"])
+            self.state.set("lora.alpha", lora["alpha"])
         for key, value in fields["training"].items():
             self.state.set(f"training.{key}", value)
         lines = [str(r) for r in report.plan.reasons] + [f"- {s}" for s in report.plan.suggestions]
@@ -198,27 +197,12 @@ class PlanStep(Step):
         report = self.state.plan
         if report is None:
             return
+        from trainer_core.plan.from_preset import settings_for
         from trainer_core.plan.memory import estimate_memory
-        from trainer_core.plan.planner import text_tokens_within
 
-        d = self.state.draft
-        t = d["training"]
-        target = report.plan.target
-        precision = d["precision"]
-        if precision == "auto":
-            precision = "bf16" if (target.backend == "cuda" and target.bf16) else (
-                "fp16" if target.backend == "cuda" else "fp32")
-        try:
-            goal = report.goal
-            max_len = t.get("max_length")
-            text = goal.text_tokens if not max_len else text_tokens_within(
-                goal.text_tokens, int(max_len), goal.images_per_sample, goal.image_tokens_per_image)
-            s = replace(report.plan.settings, precision=precision, quantization=d["quantization"],
-                        lora_r=int(d["lora"]["r"]), micro_batch_size=int(t["micro_batch_size"]),
-                        gradient_accumulation_steps=int(t["gradient_accumulation_steps"]), text_tokens=text,
-                        gradient_checkpointing=bool(t["gradient_checkpointing"]), lora=bool(d["lora"]["enabled"]),
-                        lora_targets=d["lora"].get("target_modules", "auto"))
-            est = estimate_memory(self.state.model_info or report.model, s)
+        target, goal = report.plan.target, report.goal
+        try:  # the draft as it is now, mid-edit: the same mapping to the memory model as `vlmtune plan`
+            est = estimate_memory(self.state.model_info or report.model, settings_for(self.state.draft, report))
         except (ValueError, TypeError, KeyError):
             return
         usable = int(target.available_bytes * (1 - goal.margin))

@@ -1,0 +1,132 @@
+"""The one bridge from a preset (or the wizard's draft of one) to the planner.
+
+`vlmtune plan`, the wizard's Plan step, the fit check before step 1 and `plan --probe-run` all read a preset
+here: which model, task, effective batch, max_length, LoRA section and data section are planned, and which
+settings the memory model estimates for the preset as written. Keeping the mapping in one place is what
+makes a preset opened in the wizard plan exactly as it does on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from trainer_core.config.presets import DataSection, LoraSection, ModelSection, Preset, TrainingSection
+from trainer_core.plan.memory import TrainSettings, compute_precision
+from trainer_core.plan.planner import PlanReport, plan_for, text_tokens_within
+from trainer_core.plan.probe import MachineInfo
+from trainer_core.plan.recommend import Target, precision_for
+
+# A validated Preset, or the wizard's draft: the same sections as a mapping, possibly mid-edit.
+PresetLike = Preset | Mapping[str, Any]
+_S = TypeVar("_S")
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """What the planner reads from a preset."""
+
+    model: str
+    task: str
+    effective_batch: int
+    max_length: int | None
+    lora: LoraSection
+    data: DataSection | None  # None: no data to measure (a draft without a path yet)
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class PresetSections:
+    """The parts of a preset that set its memory, as typed sections whichever form the preset came in."""
+
+    task: str
+    model: ModelSection
+    data: DataSection | None
+    precision: str
+    quantization: str
+    lora: LoraSection
+    training: TrainingSection
+
+
+def _section(cls: type[_S], raw: Any) -> _S:
+    """A section dataclass from itself or from a draft's mapping (keys it does not know are left out:
+    the draft is checked as a whole by preset validation, not here)."""
+    if isinstance(raw, cls):
+        return raw
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in dict(raw or {}).items() if k in names})
+
+
+def sections(preset: PresetLike) -> PresetSections:
+    if isinstance(preset, Preset):
+        return PresetSections(preset.task, preset.model, preset.data, preset.precision, preset.quantization,
+                              preset.lora, preset.training)
+    data = preset.get("data") or {}
+    has_data = bool(data.path if isinstance(data, DataSection) else data.get("path"))
+    return PresetSections(
+        task=preset.get("task", "sft"), model=_section(ModelSection, preset.get("model")),
+        data=_section(DataSection, data) if has_data else None,
+        precision=preset.get("precision", "auto"), quantization=preset.get("quantization", "none"),
+        lora=_section(LoraSection, preset.get("lora")), training=_section(TrainingSection, preset.get("training")))
+
+
+def plan_inputs(preset: PresetLike, *, data: str | None = None, effective_batch: int | None = None,
+                max_length: int | None = None, trust_remote_code: bool = False) -> PlanInputs:
+    """The planner's inputs for `preset`; the keyword arguments are `vlmtune plan`'s overrides
+    (--data replaces data.path only: the section's format, columns, subset, split and max_samples stay)."""
+    s = sections(preset)
+    t = s.training
+    section = s.data
+    if data:
+        section = dataclasses.replace(section, path=data) if section is not None else DataSection(path=data)
+    return PlanInputs(
+        model=s.model.name_or_path, task=s.task,
+        effective_batch=max(1, effective_batch or int(t.micro_batch_size) * int(t.gradient_accumulation_steps)),
+        max_length=max_length or t.max_length, lora=s.lora, data=section,
+        trust_remote_code=bool(s.model.trust_remote_code or trust_remote_code))
+
+
+def plan_report(inputs: PlanInputs, *, gpu_mib: int | None = None, machine: MachineInfo | None = None,
+                gpu_index: int = 0) -> PlanReport:
+    return plan_for(inputs.model, inputs.task, data_section=inputs.data, gpu_mib=gpu_mib, machine=machine,
+                    gpu_index=gpu_index, effective_batch=inputs.effective_batch, max_length=inputs.max_length,
+                    trust_remote_code=inputs.trust_remote_code, lora_r=inputs.lora.r,
+                    lora_dropout=inputs.lora.dropout, lora=inputs.lora)
+
+
+def plan_preset_report(preset: PresetLike, *, gpu_mib: int | None = None, machine: MachineInfo | None = None,
+                       gpu_index: int = 0, data: str | None = None, effective_batch: int | None = None,
+                       max_length: int | None = None, trust_remote_code: bool = False) -> PlanReport:
+    """The plan for `preset` on a GPU of `gpu_mib`, else on `machine` (probed when neither is given)."""
+    inputs = plan_inputs(preset, data=data, effective_batch=effective_batch, max_length=max_length,
+                         trust_remote_code=trust_remote_code)
+    return plan_report(inputs, gpu_mib=gpu_mib, machine=machine, gpu_index=gpu_index)
+
+
+def planned_precision(precision: str, quantization: str, target: Target) -> str:
+    """The precision a run computes in on `target`: auto chosen by the target (bf16 / fp16 / fp32), then
+    the quantized-compute rule of the memory model (4-bit computes in bf16, never fp32)."""
+    if precision == "auto":
+        precision = precision_for(target)[0]
+    return compute_precision(precision, quantization)
+
+
+def settings_for(preset: PresetLike, report: PlanReport, *, precision: str | None = None) -> TrainSettings:
+    """The memory model's settings for `preset` as written (its precision, quantization, LoRA, batch,
+    checkpointing and optimizer), with the sequence shape measured by `report`. `precision` is a precision
+    already resolved elsewhere (the loaded model's), used instead of the preset's."""
+    s = sections(preset)
+    t, lora, goal = s.training, s.lora, report.goal
+    text = goal.text_tokens if not t.max_length else text_tokens_within(
+        goal.text_tokens, int(t.max_length), goal.images_per_sample, goal.image_tokens_per_image)
+    answer = None if goal.answer_tokens is None else min(goal.answer_tokens, text)
+    return dataclasses.replace(
+        report.plan.settings, task=s.task,
+        precision=planned_precision(precision or s.precision, s.quantization, report.plan.target),
+        quantization=s.quantization, lora=bool(lora.enabled), lora_r=int(lora.r),
+        lora_targets=lora.target_modules, lora_dropout=float(lora.dropout),
+        train_vision_tower=bool(lora.train_vision_tower), micro_batch_size=int(t.micro_batch_size),
+        gradient_accumulation_steps=int(t.gradient_accumulation_steps), text_tokens=text, answer_tokens=answer,
+        gradient_checkpointing=bool(t.gradient_checkpointing), optimizer=t.optimizer)
