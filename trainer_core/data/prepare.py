@@ -10,6 +10,7 @@ from trainer_core.config.presets import DataSection
 from trainer_core.data.formats import detect_format
 from trainer_core.data.problems import DataError, DataProblem
 from trainer_core.data.sources import read_rows
+from trainer_core.data.stats import STATS_SAMPLE, DataStats, stats_from_rows
 from trainer_core.data.to_trl import convert_rows
 
 
@@ -22,6 +23,11 @@ class PreparedData:
     rows: int
     has_images: bool
     skipped: list[DataProblem] = field(default_factory=list)
+    # The first rows as converted (bounded): what the planner measures, without reading the data again.
+    sample: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def stats(self, tokenizer: Any = None) -> DataStats:
+        return stats_from_rows(self.sample, self.rows, self.format, tokenizer)
 
 
 def _to_dataset(rows: list[dict[str, Any]], has_images: bool):
@@ -58,4 +64,4 @@ def prepare_dataset(data: DataSection, task: str, *, conversational: bool, is_vl
         split = ds.train_test_split(test_size=n_eval, seed=seed, shuffle=True)
         ds, eval_ds = split["train"], split["test"]
     return PreparedData(ds, eval_ds, detected.format.name, detected.mapping, len(converted.rows),
-                        converted.has_images, converted.problems)
+                        converted.has_images, converted.problems, converted.rows[:STATS_SAMPLE])

@@ -55,7 +55,10 @@ def _text_of(turns: Any) -> str:
     return "\n".join(t["content"] for t in turns)
 
 
-def dataset_stats(data: DataSection, task: str, tokenizer: Any = None, sample: int = 2000) -> DataStats:
+STATS_SAMPLE = 2000  # rows measured: token lengths settle long before, and big sets stay cheap
+
+
+def dataset_stats(data: DataSection, task: str, tokenizer: Any = None, sample: int = STATS_SAMPLE) -> DataStats:
     raw = read_rows(data.path, limit=data.max_samples, subset=data.subset, split=data.split)
     detected = detect_format(raw.columns, task, data.format, data.columns, source=raw.source)
     base = Path(data.image_dir) if data.image_dir else raw.base_dir

@@ -176,14 +176,17 @@ def load_processing_class(name_or_path: str, is_vlm: bool, *, trust_remote_code:
 
 def load_model(name_or_path: str, *, precision: str = "auto", quantization: str = "none",
                trust_remote_code: bool = False, revision: str | None = None,
-               attn_implementation: str | None = None, device_map: Any = None) -> LoadedModel:
+               attn_implementation: str | None = None, device_map: Any = None, config: Any = None,
+               processing: tuple[Any, Any] | None = None) -> LoadedModel:
+    """`config` and `processing` (processor, tokenizer): what the caller already loaded, not read again."""
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-    config = load_config(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
+    if config is None:
+        config = load_config(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
     is_vlm = is_vision_config(config)
     resolved = resolve_precision(precision, quantization)
     bnb = quantization_config(quantization, resolved)
-    processing_class, tokenizer = load_processing_class(
+    processing_class, tokenizer = processing or load_processing_class(
         name_or_path, is_vlm, trust_remote_code=trust_remote_code, revision=revision
     )
     kwargs: dict[str, Any] = {
@@ -193,6 +196,7 @@ def load_model(name_or_path: str, *, precision: str = "auto", quantization: str 
         **_offline_kwargs(name_or_path),
         # Weights stay in the training precision: bf16/fp16 halve the memory of fp32.
         "dtype": torch_dtype(resolved),
+        "config": config,
     }
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation

@@ -89,20 +89,21 @@ def plan_inputs(preset: PresetLike, *, data: str | None = None, effective_batch:
 
 
 def plan_report(inputs: PlanInputs, *, gpu_mib: int | None = None, machine: MachineInfo | None = None,
-                gpu_index: int = 0) -> PlanReport:
+                gpu_index: int = 0, **loaded: Any) -> PlanReport:
+    """`loaded`: config, processor and stats a run already holds (see plan_for), so none is read twice."""
     return plan_for(inputs.model, inputs.task, data_section=inputs.data, gpu_mib=gpu_mib, machine=machine,
                     gpu_index=gpu_index, effective_batch=inputs.effective_batch, max_length=inputs.max_length,
                     trust_remote_code=inputs.trust_remote_code, lora_r=inputs.lora.r,
-                    lora_dropout=inputs.lora.dropout, lora=inputs.lora)
+                    lora_dropout=inputs.lora.dropout, lora=inputs.lora, **loaded)
 
 
 def plan_preset_report(preset: PresetLike, *, gpu_mib: int | None = None, machine: MachineInfo | None = None,
                        gpu_index: int = 0, data: str | None = None, effective_batch: int | None = None,
-                       max_length: int | None = None, trust_remote_code: bool = False) -> PlanReport:
+                       max_length: int | None = None, trust_remote_code: bool = False, **loaded: Any) -> PlanReport:
     """The plan for `preset` on a GPU of `gpu_mib`, else on `machine` (probed when neither is given)."""
     inputs = plan_inputs(preset, data=data, effective_batch=effective_batch, max_length=max_length,
                          trust_remote_code=trust_remote_code)
-    return plan_report(inputs, gpu_mib=gpu_mib, machine=machine, gpu_index=gpu_index)
+    return plan_report(inputs, gpu_mib=gpu_mib, machine=machine, gpu_index=gpu_index, **loaded)
 
 
 def planned_precision(precision: str, quantization: str, target: Target) -> str:

@@ -104,16 +104,20 @@ def goal_for(info: ModelInfo, config: Any, task: str, stats: DataStats | None, *
 def plan_for(model: str, task: str, *, data: str | None = None, gpu_mib: int | None = None,
              effective_batch: int = 16, max_length: int | None = None, machine: MachineInfo | None = None,
              trust_remote_code: bool = False, data_section: Any = None, lora_r: int = 16,
-             lora_dropout: float = 0.05, lora: Any = None, gpu_index: int = 0) -> PlanReport:
+             lora_dropout: float = 0.05, lora: Any = None, gpu_index: int = 0, config: Any = None,
+             processor: Any = None, stats: DataStats | None = None) -> PlanReport:
     """`lora` is a preset's LoraSection: its mode, targets and vision setting are planned as they are.
-    A preset plans through trainer_core.plan.from_preset, which fills these from its sections."""
+    A preset plans through trainer_core.plan.from_preset, which fills these from its sections.
+    `config`, `processor` and `stats` are what a run already loaded (the fit check): given, none is read again."""
     from trainer_core.model.info import inspect_model, resolve_config
 
-    config, _ = resolve_config(model, trust_remote_code=trust_remote_code)
+    if config is None:
+        config, _ = resolve_config(model, trust_remote_code=trust_remote_code)
     info = inspect_model(model, config=config, trust_remote_code=trust_remote_code)
-    processor = _local_processing_class(model, info.is_vlm)
-    stats, note = None, None
-    if data or data_section is not None:
+    if processor is None:
+        processor = _local_processing_class(model, info.is_vlm)
+    note = None
+    if stats is None and (data or data_section is not None):
         from trainer_core.config.presets import DataSection
 
         stats, note = measure_data(data_section or DataSection(path=data), task,

@@ -232,6 +232,17 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) else None
 
 
+@dataclass(frozen=True)
+class RunInputs:
+    """What a run reads once and hands on: the model's config, its processor and tokenizer, the prepared data.
+    The weights load from these, and the fit check's estimate plans from them, without reading any again."""
+
+    config: Any
+    processing_class: Any
+    tokenizer: Any
+    data: Any  # trainer_core.data.prepare.PreparedData
+
+
 @dataclass
 class _RunContext:
     preset: Preset
@@ -241,6 +252,7 @@ class _RunContext:
     samples_per_step: int = 1
     stopped: bool = False
     world_size: int = 1
+    inputs: RunInputs | None = None
 
     def emit_samples(self, model: Any, step: int) -> None:
         from trainer_core.chat import GenerationSettings, generate
@@ -478,7 +490,10 @@ class _Run:
         if self.checking:
             from trainer_core.run.fit_check import preset_estimate
 
-            self.summary["memory_estimate"] = preset_estimate(preset, self.loaded.precision)
+            inputs = self.ctx.inputs
+            self.summary["memory_estimate"] = preset_estimate(preset, self.loaded.precision, config=inputs.config,
+                                                              processor=inputs.processing_class,
+                                                              stats=inputs.data.stats(inputs.tokenizer))
         self.events.emit(self._started(trainable, total))
 
     def _started(self, trainable: int, total: int) -> RunStarted:
@@ -572,6 +587,7 @@ def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: S
         m.name_or_path, is_vlm, trust_remote_code=m.trust_remote_code, revision=m.revision)
     data = prepare_dataset(preset.data, preset.task, conversational=bool(getattr(tokenizer, "chat_template", None)),
                            is_vlm=is_vlm, seed=preset.training.seed)
+    ctx.inputs = RunInputs(config, processing_class, tokenizer, data)
     if data.skipped:
         events.emit(LogMessage(level="warning", message=f"skipped {len(data.skipped)} invalid rows "
                                                          f"(data.skip_invalid): first: {data.skipped[0]}"))
@@ -606,10 +622,11 @@ def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: S
     # The arguments are checked before the weights load: a bad training.extra fails in a second.
     trainer_args(preset, checkpoints_dir=paths.checkpoints, precision=precision, has_eval=data.eval is not None,
                  use_cpu=not cuda_available())
+    # The config and processor loaded above, not read again (one object carries them through the run).
     loaded = load_model(m.name_or_path, precision=precision, quantization=preset.quantization,
                         trust_remote_code=m.trust_remote_code, revision=m.revision,
-                        attn_implementation=m.attn_implementation)
-    loaded.processing_class, loaded.tokenizer = processing_class, tokenizer
+                        attn_implementation=m.attn_implementation, config=config,
+                        processing=(processing_class, tokenizer))
     peft_config = None
     if preset.lora.enabled:
         targets = preset.lora.target_modules

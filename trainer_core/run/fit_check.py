@@ -42,14 +42,15 @@ def longest_rows(dataset: Any, n: int) -> list[int]:
     return [i for _, i in sorted(sizes, reverse=True)[:n]]
 
 
-def preset_estimate(preset: Preset, precision: str) -> int | None:
-    """The memory model's peak for this preset as it will run (None when the model cannot be inspected)."""
+def preset_estimate(preset: Preset, precision: str, **loaded: Any) -> int | None:
+    """The memory model's peak for this preset as it will run (None when the model cannot be inspected).
+    `loaded`: the run's config, processor and data stats, so nothing is read twice (see plan_for)."""
     try:
         from trainer_core.plan.from_preset import plan_preset_report, settings_for
         from trainer_core.plan.memory import estimate_memory
 
         # Any GPU size will do: only the data's shape is taken from the plan, the rest is the preset's.
-        report = plan_preset_report(preset, gpu_mib=80_000)
+        report = plan_preset_report(preset, gpu_mib=80_000, **loaded)
         settings = settings_for(preset, report, precision=precision)
         return int(estimate_memory(report.model, settings).peak_allocated)
     except Exception:  # an estimate is a comparison, never a reason to stop a run
