@@ -105,7 +105,11 @@ class MonitorScreen(Screen):
             self.follower.poll()
         if self.history.version == self._drawn_version:
             return
-        live = self.history.status in ("starting", "running")
+        status = self.history.status
+        if status != getattr(self, "_keys_for", None):  # the footer shows the keys that apply now
+            self._keys_for = status
+            self.refresh_bindings()
+        live = status in ("starting", "running")
         mode = self._budget.due(time.monotonic(), time.thread_time()) if live else "full"
         if mode is None:
             return
@@ -219,6 +223,15 @@ class MonitorScreen(Screen):
         self._set("samples", "\n".join(lines))
 
     # -- controls
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Stop and checkpoint-now only while this screen's own run trains; chat once it has ended."""
+        status = self.history.status
+        if action in ("stop", "checkpoint"):
+            return self.stop_signal is not None and status in ("starting", "running")
+        if action == "chat":
+            return status in ("completed", "stopped") or None
+        return True
+
     def action_stop(self) -> None:
         if self.stop_signal is None:
             self.notify("attached read-only: stop the run where it was started (Ctrl-C / SIGTERM)", severity="warning")
@@ -253,11 +266,14 @@ class MonitorScreen(Screen):
 
         self.app.push_screen(ChatScreen(None, v.adapter))
 
-    def action_leave(self) -> None:
-        if len(self.app.screen_stack) > 1:
-            self.app.pop_screen()
+    async def action_leave(self) -> None:
+        stack = self.app.screen_stack
+        behind = stack[-2] if len(stack) > 1 else None
+        if behind is not None and behind.children:
+            self.app.pop_screen()  # back to the wizard; ctrl+r comes back here while the run goes on
         else:
-            self.app.exit()
+            # Nothing behind (`vlmtune train` / `vlmtune monitor`): leaving is quitting, asked first while training.
+            await self.app.run_action("quit")
 
 
 _EIGHTHS = " ▏▎▍▌▋▊▉"

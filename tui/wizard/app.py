@@ -32,8 +32,12 @@ class VlmtuneApp(App):
         Binding("ctrl+b", "back", "Back"),
         Binding("ctrl+s", "save", "Save preset"),
         Binding("ctrl+t", "train", "Train"),
+        Binding("ctrl+r", "open_run", "Live run"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
+    # The wizard's own keys: they act on the steps, so they work (and show) only while the wizard is in front,
+    # never inside the monitor or the chat pushed over it.
+    WIZARD_ACTIONS = frozenset({"next", "back", "save", "train"})
 
     def __init__(self, *, preset_folders: list[Path] | None = None, run_folders: list[Path] | None = None,
                  presets_dir: Path | None = None, machine: Any = None, open_preset: Path | None = None) -> None:
@@ -110,6 +114,8 @@ class VlmtuneApp(App):
         self._show_title(step_id)
         self.query_one("#blocked", Static).update("")
         self.step(step_id).on_show_step()
+        self._focus_step(step_id)
+        self.refresh_bindings()
 
     def step_finished_work(self) -> None:
         """Steps call this when a worker's result is shown."""
@@ -119,6 +125,29 @@ class VlmtuneApp(App):
             self.goto(target, train_after=train_after)
             if train_after and self.current == "review" and not self.training:
                 self.step("review").train()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.WIZARD_ACTIONS:
+            if self.screen is not self.screen_stack[0]:
+                return False
+            if action == "back":
+                return STEPS.index(self.current) > 0 or None  # None: dimmed, nothing behind the first step
+        if action == "open_run":  # back to a live run's monitor after leaving it
+            return self.training and self.screen is self.screen_stack[0]
+        return True
+
+    def _focus_step(self, step_id: str) -> None:
+        """Focus moves with the step: keys typed next go to the step the user sees, never a hidden one."""
+        step = self.step(step_id)
+        first = next((w for w in step.query("*") if w.focusable and w.display and w.visible), None)
+        if first is not None:
+            first.focus()
+        elif self.focused is not None and step not in self.focused.ancestors:
+            self.set_focus(None)
+
+    def action_open_run(self) -> None:
+        if getattr(self, "monitor_screen", None) is not None and self.monitor_screen not in self.screen_stack:
+            self.push_screen(self.monitor_screen)
 
     def _block(self, step_id: str, reason: str) -> None:
         if self.current != step_id:
@@ -159,6 +188,8 @@ class VlmtuneApp(App):
 
     def get_system_commands(self, screen):  # noqa: ANN001, ANN201
         yield from super().get_system_commands(screen)
+        if screen is not self.screen_stack[0]:
+            return  # the steps are the wizard's: not offered from the monitor or the chat
         for s in STEPS:
             yield SystemCommand(f"Go to: {STEP_TITLES[s]}", f"Open step {STEPS.index(s) + 1}",
                                 lambda s=s: self.goto(s))
@@ -174,7 +205,8 @@ class VlmtuneApp(App):
         self.training = True
         self.history, self.stop_signal = new_run()
         estimate = self.state.plan.plan.estimate.required if self.state.plan is not None else None
-        self.push_screen(MonitorScreen(self.history, stop=self.stop_signal, estimate_bytes=estimate))
+        self.monitor_screen = MonitorScreen(self.history, stop=self.stop_signal, estimate_bytes=estimate)
+        self.push_screen(self.monitor_screen)
         self._train(preset)
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False)
