@@ -1,4 +1,5 @@
-"""Small widgets that only turn state into pixels: the memory bar and a half-block image preview."""
+"""Small widgets that only turn state into pixels: the memory bar and a half-block image preview, and
+`plain`, the one way to show text from data, paths or a model."""
 
 from __future__ import annotations
 
@@ -14,11 +15,20 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Button, Label, Static
 
+from trainer_core.base.safe_text import visible_controls
+
 COMPONENT_COLOURS = {
     "weights": "#4e79a7", "lora": "#f28e2b", "gradients": "#e15759", "optimizer": "#76b7b2",
     "activations": "#59a14f", "vision_activations": "#edc948", "logits": "#b07aa1", "vision_forward": "#ff9da7",
     "transient": "#9c755f",
 }
+
+
+def plain(text: object) -> Text:
+    """`text` shown exactly as it is: a Text object is never read as markup (a string such as `[/INST]` from
+    Llama-2 data or a model's answer would raise MarkupError), and control characters are shown, not sent
+    to the terminal."""
+    return Text(visible_controls(str(text)))
 
 
 class MemoryBar(Static):

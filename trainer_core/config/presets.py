@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -420,6 +421,9 @@ def preset_from_dict(raw: Any, source: str | None = None) -> Preset:
         kind = "empty" if raw is None else f"{_describe(raw)}"
         raise PresetError([PresetProblem("", f"the YAML must be a mapping of sections (name:, task:, model:, ...), "
                                              f"but it is {kind}")], source)
+    secrets = secret_problems(raw)
+    if secrets:
+        raise PresetError(secrets, source)
     problems: list[PresetProblem] = []
     try:
         preset = _build(Preset, raw, "", problems)
@@ -429,6 +433,69 @@ def preset_from_dict(raw: Any, source: str | None = None) -> Preset:
     if problems:
         raise PresetError(problems, source)
     return preset
+
+
+# ---------------------------------------------------------------- YAML and secrets
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader without aliases: nested aliases expand exponentially ("billion laughs": a few hundred bytes
+    take minutes and gigabytes) and an alias inside its own anchor recurses until RecursionError."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001, ANN201
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*{event.anchor}) are not allowed in presets; write the value out in full",
+                event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml_text(text: str) -> Any:
+    """YAML as yaml.safe_load reads it, but refusing aliases (the error names the line)."""
+    loader = _NoAliasLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+# Key names that hold credentials. A vocabulary token (pad_token, eos_token, ...) is not one.
+_SECRET_NAME = re.compile(r"(^|_)(token|passwd|api_?key|access_?key|private_?key|credentials?)$|secret|password")
+_VOCAB_TOKEN = re.compile(r"(^|_)(pad|eos|bos|unk|sep|cls|mask|image|video|audio|boi|eoi|start|end|special)_token$")
+
+
+def _is_secret_key(key: str) -> bool:
+    name = key.lower().replace("-", "_")
+    return bool(_SECRET_NAME.search(name)) and not _VOCAB_TOKEN.search(name)
+
+
+def _secret_env_var(path: str) -> str:
+    lowered = path.lower()
+    if "wandb" in lowered:
+        return "WANDB_API_KEY"
+    if "token" in lowered or "hub" in lowered or "hf" in lowered:
+        return "HF_TOKEN"
+    return "the environment variable the library reads (e.g. HF_TOKEN, WANDB_API_KEY)"
+
+
+def secret_problems(raw: Any, path: str = "") -> list[PresetProblem]:
+    """Every credential-looking field with a value: a preset is copied into each run folder and checkpoint
+    (and often shared), so a token there leaks; the libraries read it from the environment instead."""
+    found: list[PresetProblem] = []
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            where = f"{path}.{key}" if path else str(key)
+            if _is_secret_key(str(key)) and isinstance(value, str) and value.strip():
+                found.append(PresetProblem(where, f"looks like a secret; presets are copied into every run "
+                                                  f"folder and checkpoint, so remove it and set "
+                                                  f"{_secret_env_var(where)} in the environment instead"))
+            else:
+                found += secret_problems(value, where)
+    elif isinstance(raw, list):
+        for i, item in enumerate(raw):
+            found += secret_problems(item, f"{path}[{i}]")
+    return found
 
 
 # ---------------------------------------------------------------- overrides and files
@@ -443,7 +510,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(keys):
         raise PresetError([PresetProblem("--set", f"{key!r} is not a dotted key (e.g. training.max_steps)")])
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else ""
+        value = load_yaml_text(value_text) if value_text.strip() else ""
     except yaml.YAMLError:
         value = value_text
     return keys, value
@@ -491,7 +558,7 @@ def read_preset_yaml(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise PresetError([PresetProblem("", "the file is not text (is it really a YAML preset?)")], str(path)) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml_text(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainer_core.base.safe_text import visible_controls
 from trainer_core.data.formats import detect_format
 from trainer_core.data.problems import DataError, DataProblem
 from trainer_core.data.sources import read_rows
@@ -154,6 +155,8 @@ def check_data(path: str, task: str, *, columns: dict[str, str] | None = None, f
 
 
 def format_report(r: CheckReport, max_problems: int = 30) -> str:
+    """The report as terminal text; control characters from the data are shown, not sent (an escape sequence
+    in a row could otherwise retitle or redraw the user's terminal)."""
     lines = [f"{r.source}: {r.rows} rows"]
     if r.format:
         lines.append(f"format     {r.format} ({r.format_description})")
@@ -173,7 +176,8 @@ def format_report(r: CheckReport, max_problems: int = 30) -> str:
                      f"answer {s.answer_tokens.p50}/{s.answer_tokens.p95}/{s.answer_tokens.max} ({s.token_source})")
     for i, text in enumerate(r.previews):
         lines.append(f"--- example {i + 1}")
-        lines.extend("    " + ln for ln in text.splitlines())
+        # split("\n"), not splitlines(): a \r or \x0b in a row is shown below, not turned into a line break.
+        lines.extend("    " + ln for ln in text.split("\n"))
     if r.problems:
         lines.append(f"problems   {len(r.problems)}")
         lines.extend(f"  - {p}" for p in r.problems[:max_problems])
@@ -184,4 +188,4 @@ def format_report(r: CheckReport, max_problems: int = 30) -> str:
                          "data.skip_invalid: true")
     else:
         lines.append("ok: no problems")
-    return "\n".join(lines)
+    return visible_controls("\n".join(lines))

@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 import yaml
 
+from trainer_core.base.errors import UsageError
+from trainer_core.base.safe_text import one_line
 from trainer_core.config.presets import Preset, PresetError, PresetProblem
 
 # The engine's precision names as TRL's ModelConfig.dtype spells them.
@@ -34,6 +36,15 @@ CHECKPOINTING_KEYS = frozenset({"gradient_checkpointing", "activation_checkpoint
 TRAIN_FILE = "train.parquet"
 # TRL's scripts evaluate on ScriptArguments.dataset_test_split, "test" by default.
 TEST_FILE = "test.parquet"
+# Says that vlmtune created the export folder, so a later export may write into it again.
+EXPORT_MARKER = ".vlmtune-export"
+# Everything an export writes (relative to its folder): nothing else there is ever replaced or removed.
+EXPORT_FILES = ("preset.yaml", "trl-sft.yaml", "trl-dpo.yaml", "accelerate.yaml", "launch.sh",
+                f"data/{TRAIN_FILE}", f"data/{TEST_FILE}")
+
+
+class ExportFolderError(UsageError):
+    """The export folder holds the user's own files, which an export would overwrite or mix with."""
 
 
 @dataclass(frozen=True)
@@ -61,17 +72,63 @@ def trl_cli_config(preset: Preset, dataset_dir: str | Path) -> TrlCliConfig:
 
 def export_dataset(preset: Preset, out_dir: str | Path) -> Path:
     """Write the preset's data, converted to TRL's format, to `out_dir/data/` (train.parquet [+ test.parquet])."""
-    path, _ = _export_dataset(preset, Path(out_dir))
+    path, _ = _export_dataset(preset, claim_export_dir(out_dir))
     return path
 
 
-def write_trl_config(preset: Preset, out_dir: str | Path) -> tuple[Path, TrlCliConfig]:
-    """Export the dataset and write `out_dir/trl-<sft|dpo>.yaml`; returns the YAML's path and its content."""
+def claim_export_dir(out_dir: str | Path, *, force: bool = False) -> Path:
+    """Make sure an export may write into `out_dir`, and create it (with its marker) when missing or empty.
+
+    Allowed: a missing or empty folder, or one an export created (it has EXPORT_MARKER). With `force`, any
+    folder, where only EXPORT_FILES are replaced. Never allowed: a data/ folder holding other files, since
+    TRL loads every data file of that folder as the dataset.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportFolderError(f"--out {out_dir} is a file; give a folder (it is created if missing)")
+    entries = sorted(out_dir.iterdir()) if out_dir.is_dir() else []
+    if not entries:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / EXPORT_MARKER).write_text("written by vlmtune export-config; it may write here again\n",
+                                             encoding="utf-8")
+    elif not (out_dir / EXPORT_MARKER).is_file() and not force:
+        raise ExportFolderError(
+            f"--out {out_dir} already holds files vlmtune did not put there ({_listing(entries)}); an export "
+            "would overwrite or mix with them. Export into a new or empty folder, or add --force to replace "
+            f"only the files an export writes ({', '.join(EXPORT_FILES)}); nothing else is changed or removed")
+    _check_data_folder(out_dir / "data")
+    return out_dir
+
+
+def _listing(entries: list[Path], shown: int = 4) -> str:
+    names = [one_line(p.name) + ("/" if p.is_dir() else "") for p in entries[:shown]]
+    more = f" and {len(entries) - shown} more" if len(entries) > shown else ""
+    return ", ".join(names) + more
+
+
+def _check_data_folder(data_dir: Path) -> None:
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ExportFolderError(f"{data_dir} is a file; the exported data goes into a data/ folder there")
+    if not data_dir.is_dir():
+        return
+    others = [p for p in sorted(data_dir.iterdir())
+              if p.name not in (TRAIN_FILE, TEST_FILE) and not p.name.startswith(".")]
+    if others:
+        raise ExportFolderError(
+            f"{data_dir} holds other files ({_listing(others)}): TRL would load them as part of the exported "
+            "data, and vlmtune does not remove what it did not write. Export into a new or empty folder")
+
+
+def write_trl_config(preset: Preset, out_dir: str | Path, *, force: bool = False) -> tuple[Path, TrlCliConfig]:
+    """Export the dataset and write `out_dir/trl-<sft|dpo>.yaml`; returns the YAML's path and its content.
+
+    `out_dir` must be one claim_export_dir accepts (`force` as there); only EXPORT_FILES are written in it.
+    """
     from trainer_core.base.atomic import atomic_write_text
 
-    out_dir = Path(out_dir)
     # Cheap checks first: a typo in the preset should not wait for a long data export.
     _validated_args(preset, has_eval=False)
+    out_dir = claim_export_dir(out_dir, force=force)
     data_dir, prepared = _export_dataset(preset, out_dir)
     config = _build(preset, data_dir, has_eval=prepared.eval is not None)
     if prepared.skipped:
@@ -335,22 +392,31 @@ def _check_keys(values: dict[str, Any], command: str) -> None:
 
 
 def _export_dataset(preset: Preset, out_dir: Path):
-    """Prepare the data as the engine does and write it as parquet; returns (data folder, PreparedData)."""
-    from trainer_core.base.atomic import atomic_write_dir
-    from trainer_core.data.problems import DataError, DataProblem
+    """Prepare the data as the engine does and write it as parquet; returns (data folder, PreparedData).
 
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError([DataProblem(None, None, f"{out_dir} is a file; the export needs a folder")])
+    Only data/train.parquet and data/test.parquet are written or removed (claim_export_dir checked data/).
+    """
     with _quiet_datasets():
         prepared = _prepare(preset)
+    data_dir = out_dir / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _replace_parquet(prepared.train, data_dir / TRAIN_FILE)
+    if prepared.eval is not None:
+        _replace_parquet(prepared.eval, data_dir / TEST_FILE)
+    else:
+        # A test.parquet from an earlier export would add an eval split the preset does not have.
+        (data_dir / TEST_FILE).unlink(missing_ok=True)
+    return data_dir, prepared
 
-    def fill(tmp: Path) -> None:
-        _write_parquet(prepared.train, tmp / TRAIN_FILE)
-        if prepared.eval is not None:
-            _write_parquet(prepared.eval, tmp / TEST_FILE)
 
-    # Swapped in whole: a test.parquet left from an earlier export would add an eval split.
-    return atomic_write_dir(out_dir / "data", fill), prepared
+def _replace_parquet(ds: Any, path: Path) -> None:
+    """Written beside, then renamed over: a failed export never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        _write_parquet(ds, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _prepare(preset: Preset):
@@ -397,10 +463,12 @@ def _quiet_datasets() -> Iterator[None]:
 
 
 def _yaml_text(preset: Preset, config: TrlCliConfig, path: Path) -> str:
-    header = [f"# TRL CLI config written by vlmtune from preset {preset.name!r}.",
-              f"# Run it with: trl {config.command} --config {path.name}"]
+    # Comments hold text from the preset and the data (paths, a skipped row's problem): flattened to one
+    # line each, so that a line break in them cannot end the comment and start a key.
+    header = [f"# TRL CLI config written by vlmtune from preset {one_line(repr(preset.name))}.",
+              f"# Run it with: trl {config.command} --config {one_line(path.name)}"]
     if config.notes:
         header.append("# Notes:")
-        header += [f"#  - {note}" for note in config.notes]
+        header += [f"#  - {one_line(note)}" for note in config.notes]
     body = yaml.safe_dump(config.values, sort_keys=False, allow_unicode=True)
     return "\n".join(header) + "\n" + body

@@ -4,9 +4,9 @@ and anything can watch it through its run directory (`vlmtune monitor RUN_DIR`).
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
+from trainer_core.run.distributed import safe_env, safe_python
 from trainer_core.run.folder import new_run_dir
 
 
@@ -16,8 +16,8 @@ def start_detached(preset_path: str | Path, output_dir: str | Path, name: str) -
     run_dir = new_run_dir(output_dir, name)
     log = (run_dir / "console.log").open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "train", str(preset_path), "--headless", "--run-dir", str(run_dir)],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        [*safe_python(), "-m", "tui.cli", "train", str(preset_path), "--headless", "--run-dir", str(run_dir)],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=safe_env(),
         start_new_session=True,  # no SIGHUP when the terminal goes away; Ctrl-C here does not reach it
         close_fds=True,
     )

@@ -89,10 +89,22 @@ def write_accelerate_config(folder: Path, d: DistributedSection, *, precision: s
     return path
 
 
+def safe_python(python: str | None = None) -> list[str]:
+    """The interpreter without the working directory on sys.path (`-P`, Python 3.11+): a `tui/` or
+    `trainer_core/` folder in the user's project must not replace vlmtune's own code in the child."""
+    return [python or sys.executable, *(["-P"] if sys.version_info >= (3, 11) else [])]
+
+
+def safe_env(**extra: str) -> dict[str, str]:
+    """This environment for a child process, with PYTHONSAFEPATH=1: the flag reaches every Python the child
+    starts in turn (accelerate's ranks run `python -m trainer_core.run.worker` from the same folder)."""
+    return {**os.environ, "PYTHONSAFEPATH": "1", **extra}
+
+
 def launch_command(config_file: Path, preset_file: Path, run_dir: Path, *, machine_rank: int | None = None,
                    resume: bool = False, python: str | None = None) -> list[str]:
     """`accelerate launch` (as `python -m`, so that it is this environment's) running the worker on each rank."""
-    cmd = [python or sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file)]
+    cmd = [*safe_python(python), "-m", "accelerate.commands.launch", "--config_file", str(config_file)]
     if machine_rank is not None:
         cmd += ["--machine_rank", str(machine_rank)]
     cmd += ["-m", "trainer_core.run.worker", str(preset_file), "--run-dir", str(run_dir)]
@@ -179,7 +191,7 @@ def start(preset: Preset, preset_file: Path, run_dir: Path, *, resume: bool, pre
     config = write_accelerate_config(config_folder or run_dir, preset.distributed, precision=precision)
     cmd = launch_command(config, preset_file, run_dir, resume=resume)
     out = open(log_file, "ab") if log_file else None  # noqa: SIM115 (the child owns it for its whole life)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = safe_env(PYTHONUNBUFFERED="1")
     # Its own session: a Ctrl-C in this terminal reaches vlmtune, which stops the ranks cleanly, rather than
     # every process at once.
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None, env=env,

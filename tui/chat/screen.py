@@ -1,5 +1,9 @@
 """The chat pane: talk to base + adapter (image + text), tokens streamed as they come, generation settings,
-clear, stop, and compare (the same prompt answered by the base model and the tuned one side by side)."""
+clear, stop, and compare (the same prompt answered by the base model and the tuned one side by side).
+
+Prompts, answers, paths and error messages are shown as Text objects (`plain`), never as markup: a prompt
+or an answer with `[/INST]` in it is text, not a closing tag.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -14,7 +19,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Static, Switch
 
-from tui.widgets import ImagePreview
+from tui.widgets import ImagePreview, plain
 
 REDRAW_SECONDS = 0.05
 
@@ -83,7 +88,7 @@ class ChatScreen(Screen):
         self.app.call_from_thread(self._status, f"ready: {what} ({'vision-language' if loaded.is_vlm else 'text'})")
 
     def _status(self, text: str, error: bool = False) -> None:
-        self.query_one("#chat-status", Static).update(text)
+        self.query_one("#chat-status", Static).update(plain(text))
         self.query_one("#chat-status").set_class(error, "error")
         prompt = self.query_one("#prompt", Input)
         prompt.disabled = error or self.loaded is None
@@ -92,7 +97,7 @@ class ChatScreen(Screen):
 
     def _error(self, text: str | None) -> None:
         box = self.query_one("#chat-error", Static)
-        box.update(text or "")
+        box.update(plain(text or ""))
         box.display = bool(text)
 
     @on(Switch.Changed, "#compare")
@@ -160,7 +165,7 @@ class ChatScreen(Screen):
 
     def _add_bubble(self, column: str, who: str, text: str) -> Static:
         col = self.query_one(f"#{column}-col", VerticalScroll)
-        bubble = Static(f"[b]{who}[/b]: {text}" if text else f"[b]{who}[/b]: …", classes=f"bubble {who}")
+        bubble = Static(_bubble_text(who, text), classes=f"bubble {who}")
         col.mount(bubble)
         col.scroll_end(animate=False)
         return bubble
@@ -191,7 +196,7 @@ class ChatScreen(Screen):
             widget = self._live_widgets.get(col)
             if widget is not None:
                 who = "model" if col == "tuned" and not self.adapter else col
-                widget.update(f"[b]{who}[/b]: {text or '…'}")
+                widget.update(_bubble_text(who, text))
         if not self.generating and self._live:
             self._live.clear()
             self._live_widgets.clear()
@@ -217,3 +222,8 @@ class ChatScreen(Screen):
             self.app.pop_screen()
         else:
             self.app.exit()
+
+
+def _bubble_text(who: str, text: str) -> Text:
+    """`who: text` with the speaker in bold; the text (a prompt, an answer) exactly as it is."""
+    return Text.assemble((who, "bold"), ": ", plain(text or "…"))

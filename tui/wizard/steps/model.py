@@ -1,4 +1,7 @@
-"""Step 3: the model (local folder, hub id, or a known shape) and its parameter breakdown."""
+"""Step 3: the model (local folder, hub id, or a known shape) and its parameter breakdown.
+
+Paths, error messages and names read from the model's config go through `plain`: they are not markup.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, DirectoryTree, Input, Label, LoadingIndicator, Select, Static
 
+from tui.widgets import plain
 from tui.wizard.steps.base import Step
 
 
@@ -110,7 +114,7 @@ class ModelStep(Step):
         self.state.plan = None
         self.error("model-error", None)
         self.query_one("#inspecting").display = True
-        self.query_one("#model-summary", Static).update(f"inspecting {path} …")
+        self.query_one("#model-summary", Static).update(plain(f"inspecting {path} …"))
         self._inspect(path, bool(self.state.get("model.trust_remote_code")))
 
     @work(thread=True, exclusive=True, group="inspect")
@@ -129,7 +133,7 @@ class ModelStep(Step):
             return
         self.query_one("#inspecting").display = False
         self.query_one("#model-summary", Static).update("")
-        self.error("model-error", message)
+        self.error("model-error", plain(message))
 
     def _inspected(self, path: str, info) -> None:  # noqa: ANN001
         if self.state.get("model.name_or_path") != path:
@@ -149,7 +153,7 @@ class ModelStep(Step):
                 lines.append(f"  {name:11} {n:>15,}  {100 * n / info.total_params:5.1f}%")
         lines.append(f"  {'LoRA r=' + str(self.state.get('lora.r', 16)):11} {lora:>15,}  trainable "
                      f"({100 * lora / info.total_params:.2f}%), vision tower frozen")
-        self.query_one("#model-summary", Static).update("\n".join(lines))
+        self.query_one("#model-summary", Static).update(plain("\n".join(lines)))
         self.app.step_finished_work()  # type: ignore[attr-defined]
 
     def blocked(self) -> str | None:
