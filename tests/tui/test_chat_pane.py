@@ -51,8 +51,8 @@ async def test_streams_an_answer_with_an_image_then_compares(tuned_run, demo):
         image = str(demo.data / "images" / "chart_000.png")
         await ask(pilot, screen, "What is the value of B?", image)
         tuned = bubbles(screen, "tuned")
-        assert tuned[0].startswith("[b]you[/b]: What is the value of B?") and "chart_000.png" in tuned[0]
-        assert tuned[1].startswith("[b]tuned[/b]: ") and len(tuned[1]) > len("[b]tuned[/b]: ")
+        assert tuned[0].startswith("you: What is the value of B?") and "chart_000.png" in tuned[0]
+        assert tuned[1].startswith("tuned: ") and len(tuned[1]) > len("tuned: ")
         assert screen.history[-1]["role"] == "assistant" and screen.history[-1]["content"]
 
         screen.query_one("#compare").value = True
@@ -60,7 +60,7 @@ async def test_streams_an_answer_with_an_image_then_compares(tuned_run, demo):
         await ask(pilot, screen, "Which bar is the highest?", image)
         base = bubbles(screen, "base")
         assert not screen.query_one("#chat-error").display, screen.query_one("#chat-error").content
-        assert base[0].startswith("[b]you[/b]: Which bar") and base[1].startswith("[b]base[/b]: ")
+        assert base[0].startswith("you: Which bar") and base[1].startswith("base: ")
         assert len(screen.base_history) == 2 and len(screen.history) == 4
 
         await pilot.press("ctrl+l")

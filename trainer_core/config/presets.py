@@ -231,79 +231,90 @@ def _convert(value: Any, tp: Any, path: str, problems: list[PresetProblem]) -> A
     if tp is Any:
         return value
     if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value in allowed:
-            return value
-        hint = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-        extra = f"; did you mean {hint[0]!r}?" if hint else ""
-        problems.append(PresetProblem(path, f"{value!r} is not one of {', '.join(map(repr, allowed))}{extra}"))
-        raise _Invalid
+        return _convert_choice(value, typing.get_args(tp), path, problems)
     if origin in (Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        for option in options:
-            if option is type(None):
-                continue
-            trial: list[PresetProblem] = []
-            try:
-                return _convert(value, option, path, trial)
-            except _Invalid:
-                continue
-        problems.append(PresetProblem(path, f"expected {_type_name(tp)}, got {_describe(value)}"))
-        raise _Invalid
+        return _convert_union(value, tp, path, problems)
     if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            problems.append(PresetProblem(path, f"expected {_type_name(tp)}, got {_describe(value)}"))
-            raise _Invalid
-        out = []
-        failed = False
-        for i, item in enumerate(value):
-            try:
-                out.append(_convert(item, item_tp, f"{path}[{i}]", problems))
-            except _Invalid:
-                failed = True
-        if failed:
-            raise _Invalid
-        return out
+        return _convert_list(value, tp, path, problems)
     if origin is dict:
-        key_tp, val_tp = typing.get_args(tp)
-        if not isinstance(value, dict):
-            problems.append(PresetProblem(path, f"expected a mapping, got {_describe(value)}"))
-            raise _Invalid
-        if val_tp is str:
-            bad = [k for k, v in value.items() if not isinstance(v, str)]
-            if bad:
-                problems.append(PresetProblem(f"{path}.{bad[0]}", f"expected text, got {_describe(value[bad[0]])}"))
-                raise _Invalid
-        return {str(k): v for k, v in value.items()}
+        return _convert_mapping(value, tp, path, problems)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path, problems)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+    return _convert_scalar(value, tp, path, problems)
+
+
+def _convert_choice(value: Any, allowed: tuple[Any, ...], path: str, problems: list[PresetProblem]) -> Any:
+    if value in allowed:
+        return value
+    hint = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+    extra = f"; did you mean {hint[0]!r}?" if hint else ""
+    problems.append(PresetProblem(path, f"{value!r} is not one of {', '.join(map(repr, allowed))}{extra}"))
+    raise _Invalid
+
+
+def _convert_union(value: Any, tp: Any, path: str, problems: list[PresetProblem]) -> Any:
+    options = typing.get_args(tp)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        if option is type(None):
+            continue
+        try:
+            return _convert(value, option, path, [])  # the first option that takes it; its problems are moot
+        except _Invalid:
+            continue
+    problems.append(PresetProblem(path, f"expected {_type_name(tp)}, got {_describe(value)}"))
+    raise _Invalid
+
+
+def _convert_list(value: Any, tp: Any, path: str, problems: list[PresetProblem]) -> list[Any]:
+    (item_tp,) = typing.get_args(tp)
+    if not isinstance(value, list):
+        problems.append(PresetProblem(path, f"expected {_type_name(tp)}, got {_describe(value)}"))
+        raise _Invalid
+    out, failed = [], False
+    for i, item in enumerate(value):
+        try:
+            out.append(_convert(item, item_tp, f"{path}[{i}]", problems))
+        except _Invalid:
+            failed = True  # go on: every bad item is reported, not only the first
+    if failed:
+        raise _Invalid
+    return out
+
+
+def _convert_mapping(value: Any, tp: Any, path: str, problems: list[PresetProblem]) -> dict[str, Any]:
+    _, val_tp = typing.get_args(tp)
+    if not isinstance(value, dict):
+        problems.append(PresetProblem(path, f"expected a mapping, got {_describe(value)}"))
+        raise _Invalid
+    if val_tp is str:
+        bad = [k for k, v in value.items() if not isinstance(v, str)]
+        if bad:
+            problems.append(PresetProblem(f"{path}.{bad[0]}", f"expected text, got {_describe(value[bad[0]])}"))
+            raise _Invalid
+    return {str(k): v for k, v in value.items()}
+
+
+def _convert_scalar(value: Any, tp: Any, path: str, problems: list[PresetProblem]) -> Any:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp is int and number and (isinstance(value, int) or value.is_integer()):
+        return int(value)
+    if tp is float:
+        if number and math.isfinite(value):
             return float(value)
         # YAML 1.1 reads `2e-4` (no dot) as text; accept it as the number the user meant.
         if isinstance(value, str):
             try:
-                number = float(value)
+                parsed = float(value)
             except ValueError:
-                number = None
-            if number is not None and math.isfinite(number):
-                return number
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
+                parsed = None
+            if parsed is not None and math.isfinite(parsed):
+                return parsed
+    if tp is str and (isinstance(value, str) or number):
+        return value if isinstance(value, str) else str(value)
     problems.append(PresetProblem(path, f"expected {_type_name(tp)}, got {_describe(value)}"))
     raise _Invalid
 
