@@ -95,14 +95,21 @@ class Confirm(ModalScreen[bool]):
     QUESTION = "Are you sure?"
     YES = "Yes"
     NO = "No"
-    BINDINGS = [("escape", "dismiss(False)", "No")]
+    BINDINGS = [("escape", "dismiss(False)", "No"), ("n", "dismiss(False)", "No"), ("y", "dismiss(True)", "Yes")]
+
+    def __init__(self, question: str | None = None) -> None:
+        super().__init__()
+        self.question = question or self.QUESTION
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm"):
-            yield Label(self.QUESTION)
+            yield Label(plain(self.question))
             with Horizontal(classes="row"):
-                yield Button(self.YES, id="yes", variant="error")
-                yield Button(self.NO, id="no", variant="primary")
+                yield Button(f"{self.YES} (y)", id="yes", variant="error")
+                yield Button(f"{self.NO} (n)", id="no", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()  # Enter takes the safe answer; the risky one is asked for by name
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
@@ -116,3 +123,13 @@ class ConfirmQuit(Confirm):
 class ConfirmStop(Confirm):
     QUESTION = "Stop training? It stops at the end of this step and saves a checkpoint and the adapter."
     YES, NO = "Stop", "Keep training"
+
+
+class ConfirmTrust(Confirm):
+    """Asked each time a preset that turns trust_remote_code on is opened: nothing runs the model's code before."""
+
+    YES, NO = "Run its code", "Keep it off"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"This preset sets model.trust_remote_code: true. Loading {model} would run the Python "
+                         "code in its folder or hub repository on this machine. Allow it for this session?")

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 
-from pilot_helpers import wait_for
-from test_wizard import make_app, open_preset
+from pilot_helpers import make_app, open_preset, wait_for
 
 from trainer_core.events.history import RunHistory
 from tui.monitor.app import MonitorApp

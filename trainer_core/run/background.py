@@ -10,13 +10,15 @@ from trainer_core.run.distributed import safe_env, safe_python
 from trainer_core.run.folder import new_run_dir
 
 
-def start_detached(preset_path: str | Path, output_dir: str | Path, name: str) -> tuple[Path, int]:
+def start_detached(preset_path: str | Path, output_dir: str | Path, name: str, *,
+                   trust_remote_code: bool = False) -> tuple[Path, int]:
     """(run directory, pid). The process runs `vlmtune train PRESET --headless` in its own session, with its
-    console output in RUN_DIR/console.log."""
+    console output in RUN_DIR/console.log. `trust_remote_code`: the user confirmed it (passed on as the flag)."""
     run_dir = new_run_dir(output_dir, name)
     log = (run_dir / "console.log").open("ab")
     proc = subprocess.Popen(
-        [*safe_python(), "-m", "tui.cli", "train", str(preset_path), "--headless", "--run-dir", str(run_dir)],
+        [*safe_python(), "-m", "tui.cli", "train", str(preset_path), "--headless", "--run-dir", str(run_dir),
+         *(["--trust-remote-code"] if trust_remote_code else [])],
         stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=safe_env(),
         start_new_session=True,  # no SIGHUP when the terminal goes away; Ctrl-C here does not reach it
         close_fds=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from trainer_core.base.errors import EXIT_OK
 from tui.cli.common import add_set, load_preset
@@ -19,4 +20,7 @@ def register(sub) -> None:  # noqa: ANN001
 def run(args: argparse.Namespace) -> int:
     preset = load_preset(args.preset, args.set)
     print(preset.to_yaml() if args.show else f"{args.preset}: valid ({preset.task}, {preset.model.name_or_path})")
+    if preset.model.trust_remote_code:  # valid, but not harmless: say it where the user looks
+        print("warning: model.trust_remote_code is true: training runs the model's own Python code, and every "
+              "command that loads it asks for --trust-remote-code", file=sys.stderr)
     return EXIT_OK

@@ -43,6 +43,20 @@ def load_preset(path: str | Path, sets: list[str]):  # noqa: ANN201
     return load(path, sets)
 
 
+def add_trust(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="confirm that the model's own Python code may run (needed, each time, when the preset "
+                        "sets model.trust_remote_code: true)")
+
+
+def confirm_trust(preset, flag: bool, source: str | Path) -> None:  # noqa: ANN001
+    """A preset alone cannot run a model's code: its trust_remote_code needs the user's flag on each command."""
+    if preset.model.trust_remote_code and not flag:
+        raise UsageError(f"{source} sets model.trust_remote_code: true, so loading {preset.model.name_or_path} "
+                         "would run the Python code in its folder or repository on this machine. Read that code, "
+                         "then confirm with --trust-remote-code (each time), or set it to false")
+
+
 def preset_to_train(preset: str | None, resume: str | None, sets: list[str]):  # noqa: ANN201
     """The preset and the run folder to resume (None for a new run). `resume` is None, "newest" or a folder."""
     import sys

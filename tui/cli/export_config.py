@@ -13,7 +13,15 @@ import shlex
 from pathlib import Path
 
 from trainer_core.base.errors import EXIT_OK
-from tui.cli.common import add_distributed, add_set, overrides, preset_to_train, quiet_libraries
+from tui.cli.common import (
+    add_distributed,
+    add_set,
+    add_trust,
+    confirm_trust,
+    overrides,
+    preset_to_train,
+    quiet_libraries,
+)
 
 
 def register(sub) -> None:  # noqa: ANN001
@@ -25,6 +33,7 @@ def register(sub) -> None:  # noqa: ANN001
     p.add_argument("--force", action="store_true",
                    help="write into a folder holding other files too, replacing only the files an export writes")
     add_set(p)
+    add_trust(p)
     p.add_argument("--run-dir", help="the shared run folder the printed commands use")
     add_distributed(p)
     p.set_defaults(func=run)
@@ -37,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from trainer_core.run.distributed import node_command_lines, write_accelerate_config
 
     preset, _ = preset_to_train(args.preset, None, overrides(args))
+    confirm_trust(preset, args.trust_remote_code, args.preset)
     # Before anything is written: a folder of the user's is refused whole, not half overwritten.
     out = claim_export_dir(args.out, force=args.force)
     quiet_libraries()

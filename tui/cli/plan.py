@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from trainer_core.base.errors import EXIT_FAILED, EXIT_OK, UsageError
-from tui.cli.common import add_set, load_preset, quiet_libraries
+from tui.cli.common import add_set, confirm_trust, load_preset, quiet_libraries
 
 
 def register(sub) -> None:  # noqa: ANN001
@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     if args.gpu_mib is not None and args.gpu_mib <= 0:
         raise UsageError("--gpu-mib must be a positive number of MiB (e.g. 24576 for a 24 GiB GPU)")
     preset = load_preset(args.preset, args.set) if args.preset else None
+    if preset is not None:
+        confirm_trust(preset, args.trust_remote_code, args.preset)
     if preset is not None:
         from trainer_core.plan.from_preset import plan_preset_report
 

@@ -103,7 +103,9 @@ class ReviewStep(Step):
         if saved is None:
             return
         preset = self.state.preset()
-        run_dir, pid = start_detached(saved, preset.output_dir, preset.name)
+        # The user turned remote code on in this session (the Model step's checkbox, or the question on open).
+        run_dir, pid = start_detached(saved, preset.output_dir, preset.name,
+                                      trust_remote_code=preset.model.trust_remote_code)
         self.app.background_runs.append((run_dir, pid))  # type: ignore[attr-defined]
         self.query_one("#train-status", Static).update(f"running in the background (pid {pid}): {run_dir}\n"
                                                        f"watch it later with: vlmtune monitor {run_dir}")

@@ -59,7 +59,22 @@ class StartStep(Step):
             return
         self.error("start-error", None)
         self.app.notify(f"opened {path.name}")
+        if self.state.get("model.trust_remote_code"):
+            self._ask_trust()
+            return
         self.app.goto("machine")  # type: ignore[attr-defined]
+
+    def _ask_trust(self) -> None:
+        """A preset cannot turn remote code on by itself: it stays off until the user says yes, each time."""
+        from tui.widgets import ConfirmTrust
+
+        self.state.set("model.trust_remote_code", False)
+
+        def answer(yes: bool | None) -> None:
+            self.state.set("model.trust_remote_code", bool(yes))
+            self.app.goto("machine")  # type: ignore[attr-defined]
+
+        self.app.push_screen(ConfirmTrust(str(self.state.get("model.name_or_path"))), answer)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "new":
