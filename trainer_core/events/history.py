@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainer_core.base.processes import gone_process
 from trainer_core.events import (
     CheckpointSaved,
     EvalLogged,
@@ -208,10 +209,25 @@ class RunFollower:
                 except json.JSONDecodeError:
                     continue
             self.history.apply_rows(kind, rows)
-        try:
-            summary = json.loads((self.run_dir / "summary.json").read_text(encoding="utf-8"))
-            self.history.set_summary(summary)
-        except (OSError, json.JSONDecodeError):
-            pass
+        self._check_summary()
         self.last_poll = time.time()
         return self.history.version != before
+
+    def _check_summary(self) -> None:
+        """The run's summary, or why the run can no longer write one (its folder or its process is gone)."""
+        try:
+            summary = json.loads((self.run_dir / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            summary = None
+        if not self.run_dir.is_dir():
+            self.history.set_summary({"status": "failed", "error": f"the run folder {self.run_dir} no longer exists"})
+            return
+        if self.history.status in ("starting", "running") and (summary or {}).get("status", "running") == "running":
+            pid = gone_process(self.run_dir, summary)
+            if pid is not None:
+                summary = {**(summary or {}), "status": "failed", "error": (
+                    f"the run's process (pid {pid}) ended without finishing (killed, out of memory, or it failed "
+                    f"to start: see {self.run_dir / 'console.log'}); continue it with "
+                    f"`vlmtune train --resume {self.run_dir} --headless`")}
+        if summary:
+            self.history.set_summary(summary)

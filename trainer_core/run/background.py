@@ -4,8 +4,10 @@ and anything can watch it through its run directory (`vlmtune monitor RUN_DIR`).
 from __future__ import annotations
 
 import subprocess
+import threading
 from pathlib import Path
 
+from trainer_core.base.processes import record_process
 from trainer_core.run.distributed import safe_env, safe_python
 from trainer_core.run.folder import new_run_dir
 
@@ -24,4 +26,6 @@ def start_detached(preset_path: str | Path, output_dir: str | Path, name: str, *
         close_fds=True,
     )
     log.close()
+    record_process(run_dir, proc.pid)  # a child that dies before writing anything is still seen to have died
+    threading.Thread(target=proc.wait, daemon=True).start()  # reaped when it ends: no zombie left behind
     return run_dir, proc.pid
