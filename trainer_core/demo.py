@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from trainer_core.base.atomic import atomic_write_text
+from trainer_core.base.errors import UsageError
 
 LETTERS = "ABCDE"
 NO_INFO = "The image does not provide that information."
@@ -298,7 +299,7 @@ def build_presets(paths: DemoPaths, sample_image: str) -> dict[str, Path]:
 
 
 def demo_paths(root: str | Path) -> DemoPaths:
-    root = Path(root).resolve()
+    root = Path(root).expanduser().resolve()
     return DemoPaths(root, root / "model", root / "text-model", root / "data", root / "presets", root / "runs")
 
 
@@ -309,9 +310,40 @@ def is_built(root: str | Path) -> bool:
     ) and (p.presets / "demo-sft.yaml").exists()
 
 
+MARKER = ".vlmtune-demo"  # vlmtune made this folder: a rebuild may replace what is in it
+
+
+class NotADemoFolder(UsageError):
+    """The demo's folder holds things vlmtune did not put there."""
+
+
+def is_demo(root: str | Path) -> bool:
+    """A folder vlmtune built the demo in (marked; or complete, from before the marker)."""
+    return (Path(root).expanduser() / MARKER).is_file() or is_built(Path(root).expanduser())
+
+
+def check_demo_folder(root: str | Path) -> None:
+    """Refuse a folder that is neither missing, empty nor a demo: a build writes model/, data/ and presets/, and
+    save_pretrained deletes weight shards it did not write."""
+    root = Path(root).expanduser()
+    if not root.exists() or is_demo(root):
+        return
+    if not root.is_dir():
+        raise NotADemoFolder(f"{root} is a file: give --out a new or empty folder for the demo")
+    if any(root.iterdir()):
+        listed = sorted(p.name for p in root.iterdir())
+        raise NotADemoFolder(
+            f"{root} is not a vlmtune demo and it holds other files ({', '.join(listed[:4])}"
+            f"{', ...' if len(listed) > 4 else ''}): the demo would replace its model/, data/ and presets/, so "
+            f"nothing is written there (--force rebuilds only a demo). Give --out a new or empty folder.")
+
+
 def build_demo(root: str | Path = "vlmtune-demo", seed: int = 0) -> DemoPaths:
-    """Write the tiny models, data and presets under `root` (idempotent: rebuilds everything)."""
+    """Write the tiny models, data and presets under `root`: a new or empty folder, or a demo (rebuilt whole)."""
+    check_demo_folder(root)
     paths = demo_paths(root)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(paths.root / MARKER, "vlmtune demo\n")  # first: a build cut short can be rebuilt
     for d in (paths.model, paths.text_model, paths.data, paths.presets):
         d.mkdir(parents=True, exist_ok=True)
     build_data(paths.data, seed=seed)

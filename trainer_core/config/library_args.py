@@ -92,7 +92,9 @@ def trainer_args(preset: Preset, *, checkpoints_dir: Path, precision: str, has_e
         # Our own progress display and event stream replace these.
         "report_to": "none",
         "disable_tqdm": True,
-        "include_num_input_tokens_seen": "all",
+        # TRL's trainers count tokens themselves (logged as num_tokens); the Trainer's own count would add a
+        # gather and a device sync to every micro-step.
+        "include_num_input_tokens_seen": "no",
         "dataloader_num_workers": 0,
     }
     if preset.task == "sft":

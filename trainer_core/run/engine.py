@@ -35,13 +35,19 @@ from trainer_core.events import (
 )
 from trainer_core.run.checkpoints import clear_staging, with_atomic_checkpoints
 from trainer_core.run.folder import (
+    RecordingFailed,
     RunPaths,
     RunRecorder,
+    claim_run_dir,
     new_run_dir,
+    open_run,
     read_summary,
+    record_error,
+    recording_failed,
     truncate_metrics_after,
     write_summary,
 )
+from trainer_core.run.lock import RunLock
 from trainer_core.run.resume import prepare_resume
 
 log = logging.getLogger(__name__)
@@ -153,7 +159,7 @@ def _make_callback(events: EventStream, stop: StopSignal, ctx: _RunContext):
         def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
             self.start = self.last_time = time.perf_counter()
             self.last_step = state.global_step
-            self.last_tokens = state.num_input_tokens_seen or 0
+            self.last_tokens = 0  # TRL's num_tokens counts from this trainer's start
 
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
             logs = logs or {}
@@ -161,11 +167,12 @@ def _make_callback(events: EventStream, stop: StopSignal, ctx: _RunContext):
             if "loss" in logs:
                 steps = state.global_step - self.last_step
                 dt = now - self.last_time
-                tokens = (state.num_input_tokens_seen or 0) - self.last_tokens
+                seen = logs.get("num_tokens") or 0  # cumulative, logged by TRL's SFT/DPO trainers
+                tokens = seen - self.last_tokens
                 sps = steps * ctx.samples_per_step / dt if dt > 0 and steps > 0 else None
                 tps = tokens / dt if dt > 0 and tokens > 0 else None
                 self.last_time, self.last_step = now, state.global_step
-                self.last_tokens = state.num_input_tokens_seen or 0
+                self.last_tokens = seen
                 self.last_loss = float(logs["loss"])
                 extra = {k: float(v) for k, v in logs.items()
                          if k not in _STEP_KEYS and isinstance(v, (int, float)) and not k.startswith("eval_")}
@@ -415,14 +422,16 @@ def run_training(preset: Preset, *, events: EventStream | None = None, stop: Sto
         run.close()
 
 
-def _run_folder(preset: Preset, resume: str | Path | None, run_dir: str | Path | None, world_size: int) -> Path:
+def _run_folder(preset: Preset, resume: str | Path | None, run_dir: str | Path | None, world_size: int,
+                main: bool) -> Path:
+    """The run folder, refused when vlmtune did not make it for this run (trainer_core.run.folder). Only rank 0
+    claims it; the other ranks take the folder their launcher claimed."""
     if resume is not None:
-        root = Path(resume)
-        if not root.is_dir():
-            raise FileNotFoundError(f"run directory not found: {root}")
-        return root
+        return open_run(resume, preset.name, mark=main)
     if run_dir is not None:
-        root = Path(run_dir)
+        if main:
+            return claim_run_dir(run_dir, preset.name)
+        root = Path(run_dir).expanduser()
         root.mkdir(parents=True, exist_ok=True)
         return root
     if world_size > 1:
@@ -439,9 +448,11 @@ class _Run:
         self.preset, self.events, self.stop, self.resuming = preset, events, stop, resume is not None
         rank, self.world_size = world_info()
         self.main = rank == 0
-        self.root = _run_folder(preset, resume, run_dir, self.world_size)
+        self.root = _run_folder(preset, resume, run_dir, self.world_size, self.main)
+        # Before anything is written: a second run on this folder is refused here (RunInUse).
+        self.lock = RunLock.acquire(self.root) if self.main else None
         self.paths = RunPaths(self.root)
-        self.recorder = RunRecorder(self.paths) if self.main else None
+        self.recorder = RunRecorder(self.paths, on_failure=self._recording_failed) if self.main else None
         self._unsubscribe = events.subscribe(self.recorder) if self.recorder else (lambda: None)
         self._handler = _EventLogHandler(events)
         for name in _LIBRARY_LOGGERS:
@@ -462,6 +473,27 @@ class _Run:
     def _write_summary(self) -> None:
         if self.main:
             write_summary(self.paths, self.summary)
+
+    def _recording_failed(self) -> None:
+        # Stop at the end of this step (all ranks agree on it); finish() then fails the run with the reason.
+        self.stop.request("the run's record could not be written")
+
+    def _check_record(self) -> None:
+        if self.recorder is not None and self.recorder.failure is not None:
+            raise self._recording_error(*self.recorder.failure)
+
+    def _recording_error(self, path: Path, exc: BaseException) -> RecordingFailed:
+        step = self.trainer.state.global_step if self.trainer is not None else self.resumed_step
+        return recording_failed(self.root, path, exc, step)
+
+    def _cause(self, exc: BaseException) -> BaseException:
+        """A failed record is the cause even when the checkpoint saved on stopping failed after it (a full disk)."""
+        if isinstance(exc, RecordingFailed) or not self.main:
+            return exc
+        if self.recorder is not None and self.recorder.failure is not None:
+            return self._recording_error(*self.recorder.failure)
+        path = record_error(self.root, exc)  # preset.yaml or summary.json could not be written
+        return self._recording_error(path, exc) if path else exc
 
     @property
     def resumed_step(self) -> int:
@@ -523,6 +555,7 @@ class _Run:
 
     def finish(self) -> RunResult:
         """Save the adapter (or model), the final samples and the summary; announce the end."""
+        self._check_record()  # the run was stopped because its record could not be written
         state = self.trainer.state
         steps = max(state.global_step, self.resumed_step)
         losses = [h["loss"] for h in state.log_history if "loss" in h]
@@ -534,6 +567,7 @@ class _Run:
             adapter = _save_adapter(self.trainer, self.loaded.processing_class, target)
             if status == "completed" and self.preset.samples.prompts and not self.preset.samples.every_steps:
                 self.ctx.emit_samples(self.trainer.model, steps)
+        self._check_record()
         self.summary.update(status=status, steps=steps, final_loss=final_loss,
                             adapter=str(adapter) if adapter else None, finished=time.time())
         self._write_summary()
@@ -542,14 +576,18 @@ class _Run:
         return RunResult(status, self.root, steps, final_loss, adapter)
 
     def fail(self, exc: BaseException) -> RunResult:
+        exc = self._cause(exc)
         message = explain_error(exc)
         steps = self.trainer.state.global_step if self.trainer is not None else self.summary.get("steps", 0)
         self.summary.update(status="failed", error=message, steps=steps, finished=time.time())
         # Errors the user can fix are explained in `message`; only surprises keep a traceback.
         tb = None if isinstance(exc, (VlmtuneError, FileNotFoundError)) else traceback.format_exc()
-        self._write_summary()
-        if self.main and tb:
-            atomic_write_text(self.root / "error.txt", tb)
+        try:
+            self._write_summary()
+            if self.main and tb:
+                atomic_write_text(self.root / "error.txt", tb)
+        except OSError:  # the folder cannot be written (the failure itself, perhaps): the caller still gets why
+            pass
         self.events.emit(RunFinished(status="failed", run_dir=str(self.root), steps=steps,
                                      final_loss=self.summary.get("final_loss"), adapter=None, error=message))
         return RunResult("failed", self.root, steps, self.summary.get("final_loss"), None, message, exc, tb)
@@ -561,6 +599,8 @@ class _Run:
         self._unsubscribe()
         if self.recorder:
             self.recorder.close()
+        if self.lock is not None:
+            self.lock.release()
 
 
 def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: StopSignal, ctx: _RunContext,

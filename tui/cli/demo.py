@@ -14,17 +14,18 @@ def register(sub) -> None:  # noqa: ANN001
     p = sub.add_parser("demo", help="build the tiny offline demo (model, data, presets)")
     p.add_argument("--out", default="vlmtune-demo", help="folder (default: ./vlmtune-demo)")
     p.add_argument("--headless", action="store_true", help="also train demo-sft and demo-dpo")
-    p.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    p.add_argument("--force", action="store_true", help="rebuild it even if it is built (only a folder that is a demo)")
     p.add_argument("--no-app", action="store_true", help="only build it and print what it made")
     add_set(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer_core.demo import build_demo, demo_paths, is_built
+    from trainer_core.demo import build_demo, check_demo_folder, demo_paths, is_built
 
-    root = Path(args.out)
+    root = Path(args.out).expanduser()
     paths = demo_paths(root)
+    check_demo_folder(root)  # before anything loads: a folder of the user's is refused, --force or not
     if args.force or not is_built(root):
         quiet_libraries()
         print(f"building the tiny demo in {paths.root} ...", file=sys.stderr)

@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 
 from trainer_core.base.errors import EXIT_FAILED, EXIT_OK, UsageError
-from tui.cli.common import add_distributed, add_set, overrides, preset_to_train
+from tui.cli.common import add_distributed, add_set, add_trust, confirm_trust, overrides, preset_to_train
 
 
 def register(sub) -> None:  # noqa: ANN001
     p = sub.add_parser("train", help="train from a preset")
     p.add_argument("preset", nargs="?", help="preset YAML file")
     add_set(p)
+    add_trust(p)
     p.add_argument("--headless", action="store_true", help="progress bar instead of the live monitor")
     p.add_argument("--resume", metavar="RUN_DIR", nargs="?", const="newest",
                    help="continue a run from its newest complete checkpoint (alone: the newest run of the preset)")
@@ -30,8 +31,12 @@ def register(sub) -> None:  # noqa: ANN001
 
 
 def run(args: argparse.Namespace) -> int:
-    preset, resume = preset_to_train(args.preset, args.resume, overrides(args))
-    return train(preset, resume, headless=args.headless, run_dir=args.run_dir, debug=args.debug,
+    # `~` is the user's home here too (a quoted or --flag=~/x path reaches us unexpanded)
+    resume = args.resume if args.resume in (None, "newest") else str(Path(args.resume).expanduser())
+    run_dir = str(Path(args.run_dir).expanduser()) if args.run_dir else None
+    preset, resume = preset_to_train(args.preset, resume, overrides(args))
+    confirm_trust(preset, args.trust_remote_code, args.preset or resume)
+    return train(preset, resume, headless=args.headless, run_dir=run_dir, debug=args.debug,
                  fit_check=args.fit_check)
 
 
@@ -53,7 +58,7 @@ def train(preset, resume: Path | None, *, headless: bool, run_dir: str | None = 
         print(result.run_dir)
         if result.status == "failed":
             print(f"error: {result.error}", file=sys.stderr)
-            return EXIT_FAILED
+            return getattr(result.exception, "exit_code", EXIT_FAILED)  # a refused folder is a usage error
         return EXIT_OK
     from trainer_core.run.headless import report, run_headless
 
@@ -65,7 +70,6 @@ def _train_distributed(preset, resume: Path | None, *, headless: bool, run_dir: 
     """Several processes: write accelerate.yaml into the run folder, start `accelerate launch`, follow it."""
     from trainer_core.model.loading import resolve_precision
     from trainer_core.run import distributed
-    from trainer_core.run.folder import new_run_dir
     from trainer_core.run.preflight import check_launch
 
     if os.environ.get("WORLD_SIZE"):
@@ -76,9 +80,7 @@ def _train_distributed(preset, resume: Path | None, *, headless: bool, run_dir: 
         raise UsageError("with several machines every machine must use the same run folder, on a filesystem they "
                          "all see: give the same --run-dir PATH on each (`vlmtune export-config` prints the commands)")
     check_launch(preset, gpus=_local_gpus())
-    folder = resume if resume is not None else (Path(run_dir) if run_dir else new_run_dir(preset.output_dir,
-                                                                                        preset.name))
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _launch_folder(preset, resume, run_dir)
     # Machine 0 owns the run folder's top level; the others keep their launch files apart (same folder, shared).
     files = folder if d.machine_rank == 0 else folder / f"node-{d.machine_rank}"
     files.mkdir(parents=True, exist_ok=True)
@@ -96,6 +98,24 @@ def _train_distributed(preset, resume: Path | None, *, headless: bool, run_dir: 
         print(f"error: {summary.get('error')}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _launch_folder(preset, resume: Path | None, run_dir: str | None) -> Path:  # noqa: ANN001
+    """The run folder of a launch, checked before anything is written into it: the ranks' engine refuses it too,
+    but only after this launcher has written its preset and accelerate config there."""
+    from trainer_core.run.folder import claim_run_dir, new_run_dir, open_run
+    from trainer_core.run.lock import check_free
+
+    if resume is not None:
+        folder = open_run(resume, preset.name)
+    elif run_dir:
+        folder = claim_run_dir(run_dir, preset.name)  # every machine claims the shared folder: same preset, no results
+    else:
+        folder = new_run_dir(preset.output_dir, preset.name)
+    if preset.distributed.machine_rank == 0:
+        # Only here: machine 0's rank 0 holds the lock for the run, before the other machines have joined.
+        check_free(folder)
+    return folder
 
 
 def _wait_headless(launch) -> int:  # noqa: ANN001

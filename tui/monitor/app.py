@@ -27,6 +27,7 @@ class MonitorApp(App):
         self.callbacks = callbacks  # extra TrainerCallbacks (bench/ui_overhead.py times the run with one)
         self.history, self.stop_signal = new_run()
         self.result = None
+        self.engine_done = False
 
     def on_mount(self) -> None:
         if self.preset is not None:
@@ -37,14 +38,17 @@ class MonitorApp(App):
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False)
     def _train(self) -> None:
-        self.result = run_engine(self.preset, self.history, self.stop_signal, resume=self.resume,
-                                 callbacks=self.callbacks, fit_check=self.fit_check)
+        try:
+            self.result = run_engine(self.preset, self.history, self.stop_signal, resume=self.resume,
+                                     callbacks=self.callbacks, fit_check=self.fit_check)
+        finally:
+            self.engine_done = True  # however it ended: quitting must not wait for a run that is over
 
     @property
     def training(self) -> bool:
         if self.launch is not None:
             return self.launch.process.poll() is None
-        return self.preset is not None and self.result is None
+        return self.preset is not None and not self.engine_done
 
     async def action_quit(self) -> None:
         if self.training:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+from pathlib import Path
 from typing import Any
 
-from trainer_core.events import EventStream, LogMessage, StopSignal
+from trainer_core.events import EventStream, LogMessage, RunFinished, StopSignal
 from trainer_core.events.history import RunHistory
 
 
@@ -29,7 +30,8 @@ class _LinesToEvents(io.TextIOBase):
 
 def run_engine(preset: Any, history: RunHistory, stop: StopSignal, *, resume: Any = None,
                extra_subscribers: tuple = (), callbacks: list[Any] | None = None, fit_check: bool | None = None) -> Any:
-    """Blocking: call from a thread worker. Returns the engine's RunResult."""
+    """Blocking: call from a thread worker. Returns the engine's RunResult, a failed one too when the run never
+    started (its folder refused or not creatable): the monitor shows why instead of "loading" for ever."""
     from trainer_core.run.engine import run_training
 
     events = EventStream()
@@ -50,8 +52,20 @@ def run_engine(preset: Any, history: RunHistory, stop: StopSignal, *, resume: An
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             return run_training(preset, events=events, stop=stop, resume=resume, callbacks=callbacks,
                                 fit_check=fit_check)
+    except Exception as exc:  # raised before the run began: it records nothing, so say it here
+        return _not_started(preset, events, resume, exc)
     finally:
         transformers.utils.logging.enable_default_handler()
+
+
+def _not_started(preset: Any, events: EventStream, resume: Any, exc: Exception) -> Any:
+    from trainer_core.run.engine import RunResult, explain_error
+
+    message = explain_error(exc)
+    run_dir = Path(str(resume if resume is not None else preset.output_dir)).expanduser()
+    events.emit(RunFinished(status="failed", run_dir=str(run_dir), steps=0, final_loss=None, adapter=None,
+                            error=message))
+    return RunResult("failed", run_dir, error=message, exception=exc)
 
 
 def new_run() -> tuple[RunHistory, StopSignal]:
