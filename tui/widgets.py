@@ -34,7 +34,15 @@ def plain(text: object) -> Text:
 class MemoryBar(Static):
     """Estimated memory per component, stacked against the memory available; red when it does not fit."""
 
+    _shown: tuple[dict[str, int], int, int, str] | None = None
+
+    def on_resize(self) -> None:
+        # The bar is as wide as the widget: drawn again at its new width (a scrollbar came or went).
+        if self._shown is not None:
+            self.show(*self._shown)
+
     def show(self, components: dict[str, int], required: int, available: int, reason: str = "") -> None:
+        self._shown = (components, required, available, reason)
         width = max(20, (self.size.width or 60) - 2)
         scale = max(required, available, 1)
         bar = Text()
@@ -65,28 +73,39 @@ class ImagePreview(Widget):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._rows: list[list[tuple[tuple[int, int, int], tuple[int, int, int]]]] = []
+        self._path: str | None = None
 
     def load(self, path: str | None) -> None:
-        self._rows = []
-        if path:
+        self._path, self._rows = path, []
+        if path and self.size.width and self.size.height:
             try:
                 from PIL import Image
 
                 with Image.open(path) as im:
-                    w = max(1, self.size.width or 32)
-                    h = max(1, (self.size.height or 8) * 2)
-                    img = im.convert("RGB").resize((w, h))
+                    w, h = fit(im.size, (self.size.width, self.size.height * 2))
+                    img = im.convert("RGB").resize((w, h + h % 2))
                     px = img.load()
-                    self._rows = [[(px[x, y], px[x, y + 1]) for x in range(w)] for y in range(0, h - 1, 2)]
-            except OSError:
+                    self._rows = [[(px[x, y], px[x, y + 1]) for x in range(w)] for y in range(0, h, 2)]
+            except (OSError, ValueError):
                 self._rows = []
         self.refresh()
+
+    def on_resize(self) -> None:
+        # Drawn for the size it has: loaded before layout (size 0) or resized, the whole image is drawn again.
+        if self._path:
+            self.load(self._path)
 
     def render_line(self, y: int) -> Strip:
         if y >= len(self._rows):
             return Strip.blank(self.size.width)
         segments = [Segment("▀", Style(color=f"rgb{top}", bgcolor=f"rgb{bottom}")) for top, bottom in self._rows[y]]
-        return Strip(segments)
+        return Strip(segments).extend_cell_length(self.size.width)
+
+
+def fit(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
+    """The largest size with the image's proportions inside `box` (pixels): the whole image, never a crop."""
+    scale = min(box[0] / max(1, size[0]), box[1] / max(1, size[1]))
+    return max(1, min(box[0], round(size[0] * scale))), max(1, min(box[1], round(size[1] * scale)))
 
 
 class Confirm(ModalScreen[bool]):

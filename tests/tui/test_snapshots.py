@@ -53,6 +53,11 @@ def app_at(step: str):
                 await pilot.pause(0.05)
         await pilot.pause(0.2)
         app.query_one("#blocked").update("")
+        from textual.widgets import Input
+
+        for field in app.query(Input):  # focus lands in a field now: a blinking cursor would make frames differ
+            field.cursor_blink = False
+        await pilot.pause(0.05)
 
     return app, run_before
 

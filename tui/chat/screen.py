@@ -27,7 +27,9 @@ REDRAW_SECONDS = 0.05
 class ChatScreen(Screen):
     BINDINGS = [
         Binding("ctrl+l", "clear", "New conversation"),
-        Binding("ctrl+x", "stop_generation", "Stop answer"),
+        # priority: ctrl+x works while typing (the prompt field would take it as "cut"); shown only while an
+        # answer streams. Esc stops an answer too, and leaves when none streams.
+        Binding("ctrl+x", "stop_generation", "Stop answer", priority=True),
         Binding("escape", "leave", "Back"),
     ]
 
@@ -112,8 +114,9 @@ class ChatScreen(Screen):
     def image_changed(self, event: Input.Changed) -> None:
         path = event.value.strip()
         thumb = self.query_one("#thumb", ImagePreview)
-        ok = bool(path) and Path(path).is_file()
-        thumb.display = ok and self.app.size.width >= 80
+        problem = image_problem(path) if path else None
+        self._error(problem)
+        thumb.display = bool(path) and problem is None and self.app.size.width >= 80
         if thumb.display:
             thumb.load(path)
 
@@ -147,7 +150,7 @@ class ChatScreen(Screen):
             self._live_widgets[col] = self._add_bubble(col, "model" if col == "tuned" and not self.adapter else col, "")
             self._live[col] = ""
         self._stop.clear()
-        self.generating = True
+        self._set_generating(True)
         self._generate(text, image, settings, columns)
 
     def _settings(self):  # noqa: ANN202
@@ -184,12 +187,24 @@ class ChatScreen(Screen):
                                     settings, stop=self._stop, base=(col == "base")):
                     answer += chunk
                     self._live[col] = answer  # drawn by the timer: the generation never waits on the screen
-            except Exception as exc:  # e.g. out of memory: said in the pane, the chat goes on
-                self.app.call_from_thread(self._error, f"generation failed: {exc}")
+            except Exception as exc:  # e.g. out of memory: said in the pane, the chat goes on without this turn
+                self.app.call_from_thread(self._failed_turn, columns, f"generation failed: {exc}")
+                return
             history.extend([{"role": "user", "content": text}, {"role": "assistant", "content": answer.strip()}])
             if self._stop.is_set():
                 break
-        self.generating = False
+        self.app.call_from_thread(self._set_generating, False)
+
+    def _failed_turn(self, columns: list[str], message: str) -> None:
+        """A turn that failed leaves nothing half-sent: its bubbles go, the history never had it."""
+        for col in columns:
+            bubbles = list(self.query_one(f"#{col}-col", VerticalScroll).query(".bubble"))
+            for bubble in bubbles[-2:]:
+                bubble.remove()
+        self._live.clear()
+        self._live_widgets.clear()
+        self._error(message)
+        self._set_generating(False)
 
     def _redraw_live(self) -> None:
         for col, text in list(self._live.items()):
@@ -202,6 +217,15 @@ class ChatScreen(Screen):
             self._live_widgets.clear()
         for col in ("tuned", "base"):
             self.query_one(f"#{col}-col", VerticalScroll).scroll_end(animate=False)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop_generation":
+            return self.generating
+        return True
+
+    def _set_generating(self, value: bool) -> None:
+        self.generating = value
+        self.refresh_bindings()
 
     def action_stop_generation(self) -> None:
         if self.generating:
@@ -217,11 +241,31 @@ class ChatScreen(Screen):
             self.query_one(f"#{col}-col", VerticalScroll).remove_children()
 
     def action_leave(self) -> None:
+        if self.generating:  # Esc first stops the answer being written; a second Esc leaves
+            self.action_stop_generation()
+            return
         self._stop.set()
         if len(self.app.screen_stack) > 1:
             self.app.pop_screen()
         else:
             self.app.exit()
+
+
+def image_problem(path: str) -> str | None:
+    """Why `path` cannot be attached (checked as it is typed, from the file's header only), or None."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return f"{path} is a folder: give an image file"
+    if not p.is_file():
+        return f"image not found: {path}"
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(p) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return f"{path} is not an image PIL can read (png, jpeg, webp, ...)"
+    return None
 
 
 def _bubble_text(who: str, text: str) -> Text:
