@@ -19,6 +19,7 @@ from typing import Any
 
 from trainer_core.base.atomic import atomic_write_dir, atomic_write_text
 from trainer_core.base.errors import VlmtuneError
+from trainer_core.base.processes import this_host
 from trainer_core.config.presets import Preset
 from trainer_core.events import (
     CheckpointSaved,
@@ -463,7 +464,7 @@ class _Run:
             "status": "running", "name": preset.name, "task": preset.task, "model": preset.model.name_or_path,
             "steps": previous.get("steps", 0), "final_loss": previous.get("final_loss"),
             "trainable_params": None, "total_params": None, "world_size": self.world_size, "adapter": None,
-            "started": time.time(), "pid": os.getpid(),
+            "started": time.time(), "pid": os.getpid(), "host": this_host(),  # who can tell if it still runs
         }
         self.ctx = _RunContext(preset, events)
         self.trainer: Any = None
