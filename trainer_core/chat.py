@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainer_core.base.limits import check_chat_template
 from trainer_core.model.loading import LoadedModel, ModelLoadError, load_model
 
 
@@ -52,6 +53,8 @@ def load_for_chat(model: str | None, adapter: str | Path | None = None, *, preci
         if not model:
             raise ModelLoadError(f"{adapter_dir} does not name its base model; give --model")
     loaded = load_model(model, precision=precision, trust_remote_code=trust_remote_code)
+    # A template that never finishes would hang the first answer: refuse it now, by name.
+    check_chat_template(loaded.processing_class if loaded.is_vlm else loaded.tokenizer, loaded.is_vlm)
     if adapter_dir is not None:
         from peft import PeftModel
 
@@ -86,6 +89,7 @@ def build_inputs(processing_class: Any, is_vlm: bool, messages: list[dict[str, A
     """Tokenised inputs for `messages` (with string contents) plus optional images, on `device`."""
     pil = [_open_image(i) for i in images or []]
     tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    check_chat_template(processing_class if is_vlm else tokenizer, is_vlm)  # once per template; bounded
     if is_vlm:
         content_msgs = []
         placed = False

@@ -39,6 +39,25 @@ def gone_process(run_dir: Path, summary: dict[str, Any] | None) -> int | None:
     return None if process_alive(record["pid"]) else record["pid"]
 
 
+class ProcessStop:
+    """The stop of a run in another process of this machine (a background run): SIGTERM, which the engine takes
+    as a clean stop (checkpoint and adapter at the end of the step). Same surface as StopSignal for a screen."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def request(self, reason: str = "") -> None:
+        import contextlib
+        import os
+        import signal
+
+        with contextlib.suppress(ProcessLookupError):  # ended already: the run folder says how
+            os.kill(self.pid, signal.SIGTERM)
+
+    def request_checkpoint(self) -> None:
+        raise NotImplementedError  # the monitor says so: only runs in this process can save on demand
+
+
 def _read(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))

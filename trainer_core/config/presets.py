@@ -20,6 +20,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from trainer_core.base.errors import EXIT_USAGE, VlmtuneError
+from trainer_core.base.limits import DEFAULT_MAX_IMAGE_PIXELS
 
 SCHEMA_VERSION = 1
 
@@ -58,6 +59,8 @@ class DataSection:
     split: str = "train"
     # Folder that relative image paths are relative to (default: the data file's folder).
     image_dir: str | None = None
+    # Rows with a larger image (width x height) are problems: each training step decodes images whole.
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
 
 @dataclass(frozen=True)
@@ -390,6 +393,8 @@ def _check_values(p: Preset) -> list[PresetProblem]:
     need(bool(p.data.path.strip()), "data.path", "must not be empty")
     need(0.0 <= p.data.eval_fraction < 1.0, "data.eval_fraction", "must be at least 0 and below 1")
     need(p.data.max_samples is None or p.data.max_samples > 0, "data.max_samples", "must be positive")
+    need(p.data.max_image_pixels > 0, "data.max_image_pixels", "must be positive (width x height; 40000000 is "
+                                                               "the default)")
     need(p.lora.r > 0, "lora.r", "must be a positive integer (8-64 is usual)")
     need(p.lora.alpha > 0, "lora.alpha", "must be positive (often 2 x r)")
     need(0.0 <= p.lora.dropout < 1.0, "lora.dropout", "must be at least 0 and below 1")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainer_core.base.limits import DEFAULT_MAX_IMAGE_PIXELS, check_chat_template
 from trainer_core.base.safe_text import visible_controls
 from trainer_core.data.formats import detect_format
 from trainer_core.data.problems import DataError, DataProblem
@@ -76,6 +77,7 @@ def render_templated(row: dict[str, Any], processing_class: Any, is_vlm: bool) -
     template_owner = processing_class if is_vlm else tokenizer
     if not getattr(template_owner, "chat_template", None):
         return render_plain(row)
+    check_chat_template(template_owner, is_vlm)  # once per template: a runaway one fails here, by name
     n_images = len(row.get("images", []))
 
     def structured(turns: list[dict[str, str]]) -> list[dict[str, Any]]:
@@ -102,9 +104,31 @@ def render_templated(row: dict[str, Any], processing_class: Any, is_vlm: bool) -
                       f"rejected:\n{template(row['prompt'] + row['rejected'])}"])
 
 
+PREVIEW_CHARS = 4000  # of one example: a long row is shown by its start, not poured into the terminal
+
+
+def _clip(text: str) -> str:
+    if len(text) <= PREVIEW_CHARS:
+        return text
+    return f"{text[:PREVIEW_CHARS]}\n... ({len(text) - PREVIEW_CHARS:,} more characters)"
+
+
+def _load_renderer(model: str) -> tuple[Any, Any, bool]:
+    """The model's config, processing class and kind; its chat template is checked to finish (bounded), so a
+    runaway template fails here by name instead of hanging the previews."""
+    from trainer_core.model.loading import is_vision_config, load_config, load_processing_class
+
+    config = load_config(model)
+    is_vlm = is_vision_config(config)
+    processing_class, tokenizer = load_processing_class(model, is_vlm)
+    check_chat_template(processing_class if is_vlm else tokenizer, is_vlm)
+    return config, processing_class, is_vlm
+
+
 def check_data(path: str, task: str, *, columns: dict[str, str] | None = None, fmt: str = "auto",
                model: str | None = None, preview: int = 3, limit: int | None = None,
-               image_dir: str | None = None, subset: str | None = None, split: str = "train") -> CheckReport:
+               image_dir: str | None = None, subset: str | None = None, split: str = "train",
+               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> CheckReport:
     report = CheckReport(source=path, task=task)
     try:
         raw = read_rows(path, limit=limit, subset=subset, split=split)
@@ -117,15 +141,10 @@ def check_data(path: str, task: str, *, columns: dict[str, str] | None = None, f
     report.format = detected.format.name
     report.format_description = detected.format.description
     report.columns = detected.mapping
-    processing_class, is_vlm = None, False
-    if model:
-        from trainer_core.model.loading import is_vision_config, load_config, load_processing_class
-
-        config = load_config(model)
-        is_vlm = is_vision_config(config)
-        processing_class, _ = load_processing_class(model, is_vlm)
+    config, processing_class, is_vlm = _load_renderer(model) if model else (None, None, False)
     base = Path(image_dir) if image_dir else raw.base_dir
-    converted = convert_rows(raw.rows, detected, conversational=True, base_dir=base, line_numbers=raw.line_numbers)
+    converted = convert_rows(raw.rows, detected, conversational=True, base_dir=base, line_numbers=raw.line_numbers,
+                             max_image_pixels=max_image_pixels)
     report.problems = converted.problems
     report.valid_rows = len(converted.rows)
     tokenizer = getattr(processing_class, "tokenizer", processing_class)
@@ -146,8 +165,8 @@ def check_data(path: str, task: str, *, columns: dict[str, str] | None = None, f
     report.first_image = next((i["path"] for r in converted.rows[:max(1, preview)] for i in r.get("images", [])
                                if i.get("path")), None)
     for row in converted.rows[:preview]:
-        report.previews.append(render_templated(row, processing_class, is_vlm) if processing_class is not None
-                               else render_plain(row))
+        report.previews.append(_clip(render_templated(row, processing_class, is_vlm) if processing_class is not None
+                                     else render_plain(row)))
     report.ok = not report.problems and report.valid_rows > 0
     if report.valid_rows == 0 and not report.problems:
         report.problems = [DataProblem(None, None, "no rows")]

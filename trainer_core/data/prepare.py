@@ -46,7 +46,8 @@ def prepare_dataset(data: DataSection, task: str, *, conversational: bool, is_vl
     detected = detect_format(raw.columns, task, data.format, data.columns, source=raw.source)
     base_dir = Path(data.image_dir) if data.image_dir else raw.base_dir
     converted = convert_rows(raw.rows, detected, conversational=conversational or is_vlm,
-                             base_dir=base_dir, line_numbers=raw.line_numbers)
+                             base_dir=base_dir, line_numbers=raw.line_numbers,
+                             max_image_pixels=data.max_image_pixels)
     if converted.problems and not data.skip_invalid:
         problems = converted.problems + [DataProblem(None, None, "fix these rows, or set data.skip_invalid: true "
                                                                  "to train without them")]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainer_core.base.limits import DEFAULT_MAX_IMAGE_PIXELS, MAX_ROW_CHARS, ImageTooLarge, open_image_header
 from trainer_core.data.formats import Detected
 from trainer_core.data.problems import DataProblem
 
@@ -92,10 +93,11 @@ def _turns(value: Any, column: str) -> list[dict[str, str]]:
 
 
 class _ImageChecker:
-    """Decodes each distinct image once (rows often share images) and remembers the verdict."""
+    """Checks each distinct image once (rows often share images) and remembers the verdict."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         self._seen: dict[Any, str | None] = {}
+        self.max_pixels = max_pixels
 
     def problem(self, image: dict[str, Any]) -> str | None:
         key = image["path"] if image.get("path") and not image.get("bytes") else id(image.get("bytes"))
@@ -103,20 +105,40 @@ class _ImageChecker:
             self._seen[key] = self._decode(image)
         return self._seen[key]
 
-    @staticmethod
-    def _decode(image: dict[str, Any]) -> str | None:
+    def _decode(self, image: dict[str, Any]) -> str | None:
         import io
 
-        from PIL import Image, UnidentifiedImageError
+        from PIL import UnidentifiedImageError
 
         name = image.get("path") or "embedded image bytes"
         try:
             src = io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]
-            with Image.open(src) as im:
+            with open_image_header(src) as im:
+                # The size is in the header: an image too big to train on is refused before any decoding.
+                too_big = _too_many_pixels(im.size, self.max_pixels, name)
+                if too_big:
+                    return too_big
                 im.verify()  # checks the file's structure without keeping the pixels
+        except ImageTooLarge as exc:
+            return _bomb_problem(exc, name)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             return f"image does not decode: {name} ({str(exc).splitlines()[0][:120] or type(exc).__name__})"
         return None
+
+
+def _too_many_pixels(size: tuple[int, int], max_pixels: int, name: str) -> str | None:
+    width, height = size
+    if width * height <= max_pixels:
+        return None
+    return (f"image is {width:,} x {height:,} pixels ({width * height / 1e6:.1f} megapixels; data.max_image_pixels "
+            f"is {max_pixels:,}): {name}; each training step would decode it whole. Resize it, or raise "
+            "data.max_image_pixels")
+
+
+def _bomb_problem(exc: ImageTooLarge, name: str) -> str:
+    pixels = f"{exc.pixels / 1e6:.1f} megapixels" if exc.pixels else "too many pixels"
+    return (f"image is too large to open ({pixels}; Pillow refuses it as a possible decompression bomb): {name}. "
+            "Resize it")
 
 
 def _images(value: Any, base_dir: Path | None, column: str) -> list[dict[str, Any]]:
@@ -232,24 +254,53 @@ def _placeholders(row: dict[str, Any], det: Detected) -> int:
     return count
 
 
+def _chars(value: Any) -> int:
+    """Characters of text in a cell, however nested (turns, content parts)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_chars(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_chars(v) for v in value)
+    return 0
+
+
+def _check_length(row: dict[str, Any], det: Detected) -> None:
+    """A row past MAX_ROW_CHARS is a mistake (a document pasted into a cell); tokenizing it alone would take
+    seconds and gigabytes, so it is refused by name before any other work."""
+    sizes = {col: _chars(row.get(col)) for role, col in det.mapping.items() if role != "images"}
+    total = sum(sizes.values())
+    if total > MAX_ROW_CHARS:
+        column = max(sizes, key=sizes.get)
+        raise _RowError(column, f"the row holds {total:,} characters of text, over the limit of {MAX_ROW_CHARS:,} "
+                                "(about 250,000 tokens, far past training.max_length): shorten or split it")
+
+
+def _check_images(row: dict[str, Any], converted: dict[str, Any], det: Detected,
+                  checker: _ImageChecker | None) -> None:
+    images = converted.get("images") or []
+    marks = _placeholders(row, det)
+    if marks and marks != len(images):
+        raise _RowError(det.mapping.get("images"), f"the text has {marks} <image> placeholder"
+                        f"{'s' if marks != 1 else ''} but the row has {len(images)} image"
+                        f"{'s' if len(images) != 1 else ''}")
+    if checker is not None:
+        for image in images:
+            problem = checker.problem(image)
+            if problem:
+                raise _RowError(det.mapping.get("images"), problem)
+
+
 def convert_rows(rows: list[dict[str, Any]], det: Detected, *, conversational: bool, base_dir: Path | None,
-                 line_numbers: list[int] | None = None, check_images: bool = True) -> Converted:
+                 line_numbers: list[int] | None = None, check_images: bool = True,
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Converted:
     out, kept, problems = [], [], []
-    checker = _ImageChecker() if check_images else None
+    checker = _ImageChecker(max_image_pixels) if check_images else None
     for i, row in enumerate(rows):
         try:
+            _check_length(row, det)
             converted = _convert_row(row, det, conversational, base_dir)
-            images = converted.get("images") or []
-            marks = _placeholders(row, det)
-            if marks and marks != len(images):
-                raise _RowError(det.mapping.get("images"), f"the text has {marks} <image> placeholder"
-                                f"{'s' if marks != 1 else ''} but the row has {len(images)} image"
-                                f"{'s' if len(images) != 1 else ''}")
-            if checker is not None:
-                for image in images:
-                    problem = checker.problem(image)
-                    if problem:
-                        raise _RowError(det.mapping.get("images"), problem)
+            _check_images(row, converted, det, checker)
             out.append(converted)
             kept.append(i)
         except _RowError as err:

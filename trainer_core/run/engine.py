@@ -19,6 +19,7 @@ from typing import Any
 
 from trainer_core.base.atomic import atomic_write_dir, atomic_write_text
 from trainer_core.base.errors import VlmtuneError
+from trainer_core.base.limits import check_chat_template
 from trainer_core.base.processes import this_host
 from trainer_core.config.presets import Preset
 from trainer_core.events import (
@@ -626,6 +627,7 @@ def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: S
     precision = resolve_precision(preset.precision, preset.quantization)
     processing_class, tokenizer = load_processing_class(
         m.name_or_path, is_vlm, trust_remote_code=m.trust_remote_code, revision=m.revision)
+    check_chat_template(processing_class if is_vlm else tokenizer, is_vlm)  # a runaway template fails here, fast
     data = prepare_dataset(preset.data, preset.task, conversational=bool(getattr(tokenizer, "chat_template", None)),
                            is_vlm=is_vlm, seed=preset.training.seed)
     ctx.inputs = RunInputs(config, processing_class, tokenizer, data)

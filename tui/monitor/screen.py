@@ -90,7 +90,7 @@ class MonitorScreen(Screen):
         # An animated progress bar repaints ~60 times a second; the figures beside it say enough.
         self.app.animation_level = "none"
         self.set_interval(REDRAW_SECONDS, self.redraw)
-        self.redraw()
+        self.call_after_refresh(self.redraw)  # once every panel is mounted (nested ones mount after this)
 
     def on_resize(self) -> None:
         # Gauges and the chart are as wide as their panels: draw everything again at the new size.

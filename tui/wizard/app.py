@@ -104,12 +104,16 @@ class VlmtuneApp(App):
         for s in STEPS[STEPS.index(here):target]:
             reason = self.step(s).blocked()
             if reason:
+                working = self.step(s).working()
                 self._block(s, reason)
-                # Retried when a step's worker finishes: "next" through a step that is still working
-                # goes on by itself once the work is done (or stops at its message).
-                self._pending = (step_id, train_after)
+                # "next" through a step that is still working goes on by itself once the work is done (or stops
+                # at its message); a step blocked for another reason is not remembered: the user moves on.
+                if working:
+                    self._pending = (step_id, train_after)
                 return
         self.query_one("#steps", ContentSwitcher).current = step_id
+        if step_id == "start":
+            self.step("start").refresh_lists()  # a save or a run since: listed
         self.query_one("#stepper", ListView).index = target
         self._show_title(step_id)
         self.query_one("#blocked", Static).update("")
@@ -144,6 +148,16 @@ class VlmtuneApp(App):
             first.focus()
         elif self.focused is not None and step not in self.focused.ancestors:
             self.set_focus(None)
+
+    def open_run(self, run_dir: Path) -> None:
+        """A run's monitor, followed from its folder; a background run started here can be stopped from it."""
+        from trainer_core.base.processes import ProcessStop
+        from trainer_core.events.history import RunHistory
+        from tui.monitor.screen import MonitorScreen
+
+        pid = next((p for d, p in self.background_runs if Path(d) == Path(run_dir)), None)
+        self.push_screen(MonitorScreen(RunHistory(), follow=str(run_dir),
+                                       stop=ProcessStop(pid) if pid is not None else None))
 
     def action_open_run(self) -> None:
         if getattr(self, "monitor_screen", None) is not None and self.monitor_screen not in self.screen_stack:

@@ -23,6 +23,13 @@ class Step(VerticalScroll):
         """Why "next" is not allowed yet, in words; None when it is."""
         return None
 
+    def working(self) -> bool:
+        """True while one of this step's workers (probe, inspection, data check, planning) runs."""
+        from textual.worker import WorkerState
+
+        return any(w.node is self and w.state in (WorkerState.PENDING, WorkerState.RUNNING)
+                   for w in self.app.workers)
+
     def on_show_step(self) -> None:
         """Called each time the step becomes the visible one."""
 

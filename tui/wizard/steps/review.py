@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Button, Input, Label, ProgressBar, Static, TextArea
 
+from tui.widgets import plain
 from tui.wizard.steps.base import Step
 
 
@@ -107,12 +108,9 @@ class ReviewStep(Step):
         run_dir, pid = start_detached(saved, preset.output_dir, preset.name,
                                       trust_remote_code=preset.model.trust_remote_code)
         self.app.background_runs.append((run_dir, pid))  # type: ignore[attr-defined]
-        self.query_one("#train-status", Static).update(f"running in the background (pid {pid}): {run_dir}\n"
-                                                       f"watch it later with: vlmtune monitor {run_dir}")
-        from trainer_core.events.history import RunHistory
-        from tui.monitor.screen import MonitorScreen
-
-        self.app.push_screen(MonitorScreen(RunHistory(), follow=str(run_dir)))
+        self.query_one("#train-status", Static).update(plain(f"running in the background (pid {pid}): {run_dir}\n"
+                                                             f"watch it later with: vlmtune monitor {run_dir}"))
+        self.app.open_run(run_dir)  # type: ignore[attr-defined]
 
     def show_progress(self, step: int, total: int, loss: float | None, status: str) -> None:
         bar = self.query_one("#progress", ProgressBar)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import Button, Label, OptionList, Static
 from textual.widgets.option_list import Option
@@ -43,13 +44,17 @@ class StartStep(Step):
         rl.clear_options()
         for d, s in runs:
             loss = f"loss {s['final_loss']:.3f}" if isinstance(s.get("final_loss"), float) else ""
-            rl.add_option(Option(f"{d.name}  [dim]{s.get('status')} {s.get('steps', 0)} steps {loss}[/]",
-                                 id=str(d / "preset.yaml")))
+            rl.add_option(Option(Text.assemble(d.name, (f"  {_status(d, s)} {s.get('steps', 0)} steps {loss}", "dim")),
+                                 id=str(d)))
         if not runs:
             rl.add_option(Option("[dim]no runs yet[/]", disabled=True))
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         from trainer_core.config.presets import PresetError
+
+        if event.option_list.id == "runs":  # a run opens as a run: its monitor (chat, resume command from there)
+            self.app.open_run(Path(event.option.id or ""))  # type: ignore[attr-defined]
+            return
 
         path = Path(event.option.id or "")
         try:
@@ -84,6 +89,16 @@ class StartStep(Step):
             self.state.source = None
             self.state.model_info = self.state.data_report = self.state.plan = None
             self.app.goto("machine")  # type: ignore[attr-defined]
+
+
+def _status(run_dir: Path, summary: dict) -> str:
+    """The summary's status, checked against the process: "running" for a process that is gone is not."""
+    from trainer_core.base.processes import gone_process
+
+    status = summary.get("status")
+    if status == "running" and gone_process(run_dir, summary) is not None:
+        return "ended unfinished (resume it)"
+    return str(status)
 
 
 def _short(p: Path) -> str:
