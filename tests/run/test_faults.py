@@ -131,6 +131,27 @@ def test_a_rank_that_dies_fails_the_run(demo, tmp_path):
     assert "error:" in err
 
 
+
+@pytest.mark.slow
+def test_ranks_stop_cleanly_when_the_launching_vlmtune_is_killed(demo, tmp_path):
+    import psutil
+
+    cmd = [sys.executable, "-m", "tui.cli", "train", str(demo.presets / "demo-sft.yaml"), "--headless",
+           "--num-processes", "2", *COMMON, "--set", f"output_dir={tmp_path}", "--set", "training.max_steps=100000",
+           "--set", "training.save_steps=100000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = wait_for_step(tmp_path, 2, proc)
+    workers = [c for c in psutil.Process(proc.pid).children(recursive=True) if "trainer_core.run.worker" in " ".join(
+        c.cmdline()) and c.environ().get("RANK") is not None]
+    assert len(workers) == 2
+    proc.kill()  # kill -9 of vlmtune itself: no chance to forward a stop
+    proc.communicate(timeout=30)
+    gone, alive = psutil.wait_procs(workers, timeout=120)
+    assert not alive, "ranks kept training after the launching vlmtune was killed"
+    s = summary(run)
+    assert s["status"] == "stopped" and s["steps"] < 100000 and (run / "adapter").is_dir(), s
+
+
 # -- OOM back-off under a real memory limit
 
 OOM_SCRIPT = textwrap.dedent("""

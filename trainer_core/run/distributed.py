@@ -191,7 +191,8 @@ def start(preset: Preset, preset_file: Path, run_dir: Path, *, resume: bool, pre
     config = write_accelerate_config(config_folder or run_dir, preset.distributed, precision=precision)
     cmd = launch_command(config, preset_file, run_dir, resume=resume)
     out = open(log_file, "ab") if log_file else None  # noqa: SIM115 (the child owns it for its whole life)
-    env = safe_env(PYTHONUNBUFFERED="1")
+    # Each rank watches this process: if `vlmtune` is killed, the ranks stop cleanly instead of training on alone.
+    env = safe_env(PYTHONUNBUFFERED="1", VLMTUNE_PARENT_PID=str(os.getpid()))
     # Its own session: a Ctrl-C in this terminal reaches vlmtune, which stops the ranks cleanly, rather than
     # every process at once.
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None, env=env,
