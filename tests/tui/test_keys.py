@@ -64,3 +64,21 @@ async def test_a_finished_runs_monitor_offers_no_stop_and_esc_quits(tmp_path):
         await pilot.press("escape")  # nothing behind it: Esc quits instead of showing an empty screen
         await pilot.pause(0.3)
     assert app.return_code == 0 and not app.is_running
+
+
+async def test_ctrl_q_in_the_monitor_asks_before_stopping_a_run(demo_preset):
+    from tui.widgets import ConfirmQuit
+
+    app = MonitorApp(preset=demo_preset("demo-sft", "training.max_steps=5000", "samples.every_steps=0"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.history.snapshot().step > 0)
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmQuit))
+        await pilot.press("enter")  # the safe answer: keep training
+        await pilot.pause(0.3)
+        assert app.training and not app.stop_signal.requested
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmQuit))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not app.is_running, timeout=120)
+    assert app.result.status == "stopped" and app.result.steps < 5000

@@ -11,6 +11,7 @@ from textual.binding import Binding
 
 from tui.monitor.screen import MonitorScreen
 from tui.monitor.training import new_run, run_engine
+from tui.widgets import ConfirmQuit
 
 
 class MonitorApp(App):
@@ -52,12 +53,20 @@ class MonitorApp(App):
 
     async def action_quit(self) -> None:
         if self.training:
-            # Quitting mid-run stops it the clean way: checkpoint and adapter at the end of this step.
-            (self.launch or self.stop_signal).request("quit from the monitor")
-            self.notify("stopping at the end of this step, then quitting …")
-            self._quit_when_done()
+            # Asked first, as in the wizard; yes stops the run the clean way (checkpoint and adapter at the end of
+            # this step), then quits.
+            self.push_screen(ConfirmQuit(), self._answer_quit)
             return
         self.exit()
+
+    def _answer_quit(self, stop: bool | None) -> None:
+        if not stop or not self.training:
+            if not self.training:
+                self.exit()
+            return
+        (self.launch or self.stop_signal).request("quit from the monitor")
+        self.notify("stopping at the end of this step, then quitting …")
+        self._quit_when_done()
 
     @work(thread=True, group="quit")
     def _quit_when_done(self) -> None:
