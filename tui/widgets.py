@@ -8,7 +8,8 @@ from typing import Any
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.strip import Strip
@@ -29,6 +30,20 @@ def plain(text: object) -> Text:
     Llama-2 data or a model's answer would raise MarkupError), and control characters are shown, not sent
     to the terminal."""
     return Text(visible_controls(str(text)))
+
+
+HELP_BINDINGS = [Binding("f1", "toggle_help", "Help"),
+                 Binding("question_mark", "toggle_help", "Help", show=False)]  # `?` types into a text field first
+
+
+def toggle_help(app: App) -> None:
+    """Textual's help panel: the focused step's or screen's HELP and every key that applies there."""
+    from textual.widgets import HelpPanel
+
+    if app.screen.query(HelpPanel):
+        app.action_hide_help_panel()
+    else:
+        app.action_show_help_panel()
 
 
 class MemoryBar(Static):

@@ -39,19 +39,23 @@ async def test_opening_a_trusting_preset_asks_and_enter_keeps_it_off(demo, tmp_p
     app.preset_folders = [path.parent]
     async with app.run_test(size=(100, 30)) as pilot:
         lst = app.query_one("#presets")
+        await wait_for(pilot, lambda: lst.option_count == 1)
         lst.focus()
         lst.highlighted = 0
+        await pilot.pause(0.2)
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmTrust))
         assert app.state.get("model.trust_remote_code") is False  # off while asking
-        assert app.focused is not None and app.focused.id == "no"
+        await wait_for(pilot, lambda: app.focused is not None and app.focused.id == "no")  # the safe answer first
         await pilot.press("enter")  # the safe answer
         await wait_for(pilot, lambda: app.current == "machine")
         assert app.state.get("model.trust_remote_code") is False
 
         app.goto("start")
-        await pilot.pause(0.1)
+        await pilot.pause(0.2)
         lst.focus()
+        lst.highlighted = 0
+        await pilot.pause(0.2)
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmTrust))
         await pilot.press("y")  # asked again, and said yes by name

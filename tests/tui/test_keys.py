@@ -82,3 +82,22 @@ async def test_ctrl_q_in_the_monitor_asks_before_stopping_a_run(demo_preset):
         await pilot.press("y")
         await wait_for(pilot, lambda: not app.is_running, timeout=120)
     assert app.result.status == "stopped" and app.result.steps < 5000
+
+
+async def test_f1_explains_the_current_step_and_its_keys(demo, tmp_path):
+    from textual.widgets import HelpPanel, Markdown
+
+    app = make_app(demo, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_preset(pilot, app, "demo-sft")
+        app.goto("model")
+        await pilot.pause(0.2)
+        await pilot.press("f1")
+        await pilot.pause(0.3)
+        panel = app.screen.query_one(HelpPanel)
+        assert "Model." in panel.query_one(Markdown).source
+        await pilot.press("f1")
+        await pilot.pause(0.2)
+        assert not app.screen.query(HelpPanel)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert {"Help", "Runs"} <= set(titles)

@@ -25,6 +25,10 @@ REDRAW_SECONDS = 0.05
 
 
 class ChatScreen(Screen):
+    HELP = """
+    **Chat.** Ask the tuned model (attach an image for a vision-language model). Turn on compare to see the
+    base model's answer beside it (the adapter switched off, no second copy). `ctrl+x` or `esc` stops an answer.
+    """
     BINDINGS = [
         Binding("ctrl+l", "clear", "New conversation"),
         # priority: ctrl+x works while typing (the prompt field would take it as "cut"); shown only while an

@@ -11,13 +11,16 @@ from textual.binding import Binding
 
 from tui.monitor.screen import MonitorScreen
 from tui.monitor.training import new_run, run_engine
-from tui.widgets import ConfirmQuit
+from tui.widgets import HELP_BINDINGS, ConfirmQuit, toggle_help
 
 
 class MonitorApp(App):
     CSS_PATH = "../styles/app.tcss"
     TITLE = "vlmtune monitor"
-    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True), *HELP_BINDINGS]
+
+    def action_toggle_help(self) -> None:
+        toggle_help(self)
 
     def __init__(self, *, preset: Any = None, follow: str | Path | None = None, resume: Any = None,
                  callbacks: list[Any] | None = None, launch: Any = None, fit_check: bool | None = None) -> None:

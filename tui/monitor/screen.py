@@ -39,6 +39,11 @@ def _duration(seconds: float | None) -> str:
 
 
 class MonitorScreen(Screen):
+    HELP = """
+    **Monitor.** Loss (raw, smoothed, eval points), learning rate, throughput, memory against the plan's estimate,
+    sample outputs and the run's log. `s` stops at the end of the step (checkpoint + adapter), `c` saves a
+    checkpoint now, `t` opens the chat once the run has ended.
+    """
     BINDINGS = [
         Binding("s", "stop", "Stop"),
         Binding("c", "checkpoint", "Checkpoint now"),

@@ -16,7 +16,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import ContentSwitcher, Footer, Header, Label, ListItem, ListView, Static
 
-from tui.widgets import ConfirmQuit
+from tui.widgets import HELP_BINDINGS, ConfirmQuit, toggle_help
 from tui.wizard.state import STEP_TITLES, STEPS, WizardState
 from tui.wizard.steps import DataStep, MachineStep, ModelStep, PlanStep, ReviewStep, StartStep, Step
 
@@ -34,6 +34,7 @@ class VlmtuneApp(App):
         Binding("ctrl+t", "train", "Train"),
         Binding("ctrl+r", "open_run", "Live run"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
+        *HELP_BINDINGS,
     ]
     # The wizard's own keys: they act on the steps, so they work (and show) only while the wizard is in front,
     # never inside the monitor or the chat pushed over it.
@@ -104,8 +105,8 @@ class VlmtuneApp(App):
         for s in STEPS[STEPS.index(here):target]:
             reason = self.step(s).blocked()
             if reason:
+                self._block(s, reason)  # shows the step, which starts its work (inspect, check, plan) if it has any
                 working = self.step(s).working()
-                self._block(s, reason)
                 # "next" through a step that is still working goes on by itself once the work is done (or stops
                 # at its message); a step blocked for another reason is not remembered: the user moves on.
                 if working:
@@ -159,6 +160,14 @@ class VlmtuneApp(App):
         self.push_screen(MonitorScreen(RunHistory(), follow=str(run_dir),
                                        stop=ProcessStop(pid) if pid is not None else None))
 
+    def action_toggle_help(self) -> None:
+        toggle_help(self)
+
+    def open_chat(self) -> None:
+        from tui.chat.screen import ChatScreen
+
+        self.push_screen(ChatScreen(None, self.last_result.adapter))
+
     def action_open_run(self) -> None:
         if getattr(self, "monitor_screen", None) is not None and self.monitor_screen not in self.screen_stack:
             self.push_screen(self.monitor_screen)
@@ -202,8 +211,15 @@ class VlmtuneApp(App):
 
     def get_system_commands(self, screen):  # noqa: ANN001, ANN201
         yield from super().get_system_commands(screen)
+        yield SystemCommand("Help", "This screen and its keys (F1)", self.action_toggle_help)
+        if self.training and getattr(self, "monitor_screen", None) is not None:
+            yield SystemCommand("Monitor", "The live run's monitor (ctrl+r)", self.action_open_run)
+        adapter = getattr(self.last_result, "adapter", None)
+        if adapter:
+            yield SystemCommand("Chat", f"Chat with the last run's result ({adapter})", self.open_chat)
         if screen is not self.screen_stack[0]:
             return  # the steps are the wizard's: not offered from the monitor or the chat
+        yield SystemCommand("Runs", "Recent runs (Start step): open one's monitor", lambda: self.goto("start"))
         for s in STEPS:
             yield SystemCommand(f"Go to: {STEP_TITLES[s]}", f"Open step {STEPS.index(s) + 1}",
                                 lambda s=s: self.goto(s))

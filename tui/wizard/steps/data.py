@@ -27,6 +27,11 @@ from tui.wizard.steps.base import Step
 
 class DataStep(Step):
     step_id = "data"
+    HELP = """
+    **Task & data.** SFT learns from answers, DPO from chosen vs rejected. Give a file, folder or hub id and
+    Check: the format, the column mapping (change it with the selects), an example as the model sees it, and the
+    problems by row.
+    """
 
     def compose(self) -> ComposeResult:
         with RadioSet(id="task"):

@@ -11,6 +11,10 @@ from tui.wizard.steps.base import Step
 
 class MachineStep(Step):
     step_id = "machine"
+    HELP = """
+    **Machine.** What the probe found: GPUs and free memory, bf16, RAM, disk. Type a GPU size to plan for
+    another machine (the plan and memory bar follow it).
+    """
 
     def compose(self) -> ComposeResult:
         yield LoadingIndicator(id="probing")

@@ -41,6 +41,10 @@ class FolderPicker(ModalScreen[str | None]):
 
 class ModelStep(Step):
     step_id = "model"
+    HELP = """
+    **Model.** A local folder (Browse…), a hub id, or a known model (planned offline). Inspect shows the
+    parameters per part. `trust_remote_code` runs the model's own Python code: turn it on only for code you trust.
+    """
 
     def compose(self) -> ComposeResult:
         yield Label("Model: a local folder or a hub id", classes="section")

@@ -34,6 +34,10 @@ def _wid(path: str) -> str:
 
 class PlanStep(Step):
     step_id = "plan"
+    HELP = """
+    **Plan.** The recommendation with its reasons. Every field can be edited; the memory bar follows each edit
+    and turns red, with the reason, when it no longer fits. "Use the recommendation again" resets the fields.
+    """
 
     def compose(self) -> ComposeResult:
         yield LoadingIndicator(id="planning")

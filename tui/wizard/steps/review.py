@@ -15,6 +15,10 @@ from tui.wizard.steps.base import Step
 
 class ReviewStep(Step):
     step_id = "review"
+    HELP = """
+    **Review.** The preset as YAML. Save it, train here (the live monitor opens), or run it in the background
+    (it survives this terminal; its monitor can still stop it).
+    """
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="row"):

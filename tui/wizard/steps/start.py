@@ -15,6 +15,10 @@ from tui.wizard.steps.base import Step
 
 class StartStep(Step):
     step_id = "start"
+    HELP = """
+    **Start.** Open a saved preset (every step is filled from it), a recent run (its monitor; chat from there),
+    or start a new preset. A preset that turns on `trust_remote_code` asks first.
+    """
 
     def compose(self) -> ComposeResult:
         yield Static("Open a preset to fill every step, or start a new one.", classes="hint")
