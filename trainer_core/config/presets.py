@@ -92,7 +92,8 @@ class TrainingSection:
     # Any transformers SchedulerType: linear, cosine, constant, constant_with_warmup, ...
     lr_scheduler: str = "cosine"
     # Any transformers OptimizerNames: adamw_torch, adamw_8bit, paged_adamw_8bit, adafactor, ...
-    optimizer: str = "adamw_torch"
+    # TRL's default: the fused AdamW (one kernel per step instead of one per tensor; same states, same results)
+    optimizer: str = "adamw_torch_fused"
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     logging_steps: int = 1

@@ -78,7 +78,7 @@ class TrainSettings:
     image_tokens_per_image: int = 0
     vision_patches_per_image: int = 0  # patches the vision encoder sees per image (all tiles)
     gradient_checkpointing: bool = False
-    optimizer: str = "adamw_torch"
+    optimizer: str = "adamw_torch_fused"
 
     @property
     def seq_len(self) -> int:

@@ -111,7 +111,7 @@ def _settings(goal: Goal, precision: str, quantization: str, gc: bool, micro: in
         text_tokens=goal.text_tokens, answer_tokens=goal.answer_tokens, images_per_sample=goal.images_per_sample,
         image_tokens_per_image=goal.image_tokens_per_image, vision_patches_per_image=goal.vision_patches_per_image,
         gradient_checkpointing=gc,
-        optimizer="paged_adamw_8bit" if quantization != "none" or not goal.lora else "adamw_torch",
+        optimizer="paged_adamw_8bit" if quantization != "none" or not goal.lora else "adamw_torch_fused",
     )
 
 

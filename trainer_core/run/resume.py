@@ -154,8 +154,14 @@ def _order(here: dict[str, Any]):  # noqa: ANN202
     return lambda k: (keys.index(k) if k in here else len(keys), k)  # the preset's own order
 
 
+# Optimizers whose saved states are the same tensors: one resumes from the other's checkpoint.
+_SAME_STATE = ({"adamw_torch", "adamw_torch_fused"},)
+
+
 def _same(key: str, a: Any, b: Any) -> bool:
     if a == b:
+        return True
+    if key == "training.optimizer" and any({a, b} <= group for group in _SAME_STATE):
         return True
     if key == "model.name_or_path" and isinstance(a, str) and isinstance(b, str):
         # The same local folder named two ways (relative here, absolute in the run's preset.yaml).
