@@ -30,9 +30,9 @@ class VlmtuneApp(App):
     BINDINGS = [
         Binding("ctrl+n", "next", "Next"),
         Binding("ctrl+b", "back", "Back"),
-        Binding("ctrl+s", "save", "Save preset"),
+        Binding("ctrl+s", "save", "Save"),  # short: the footer fits 80 columns with every key shown
         Binding("ctrl+t", "train", "Train"),
-        Binding("ctrl+r", "open_run", "Live run"),
+        Binding("ctrl+r", "open_run", "Run"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
         *HELP_BINDINGS,
     ]
