@@ -111,18 +111,24 @@ def test_several_machines_need_the_main_address(demo):
     assert out.returncode == 2 and "distributed.main_process_ip" in out.stderr and "is required" in out.stderr
 
 
-@pytest.mark.slow
-def test_a_rank_that_dies_fails_the_run(demo, tmp_path):
+def long_two_process_run(demo, tmp_path):
+    """A two-process demo run that would train for hours, at its second step: (launcher, run folder, rank by RANK)."""
+    import psutil
+
     cmd = [sys.executable, "-m", "tui.cli", "train", str(demo.presets / "demo-sft.yaml"), "--headless",
            "--num-processes", "2", *COMMON, "--set", f"output_dir={tmp_path}", "--set", "training.max_steps=100000",
            "--set", "training.save_steps=100000"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run = wait_for_step(tmp_path, 2, proc)
-    import psutil
+    # The ranks: worker processes with a RANK (the elastic agent also names the worker module but has none).
+    ranks = {c.environ().get("RANK"): c for c in psutil.Process(proc.pid).children(recursive=True)
+             if "trainer_core.run.worker" in " ".join(c.cmdline()) and c.environ().get("RANK") is not None}
+    return proc, run, ranks
 
-    workers = [c for c in psutil.Process(proc.pid).children(recursive=True) if "trainer_core.run.worker" in " ".join(
-        c.cmdline())]
-    ranks = {c.environ().get("RANK"): c for c in workers}
+
+@pytest.mark.slow
+def test_a_rank_that_dies_fails_the_run(demo, tmp_path):
+    proc, run, ranks = long_two_process_run(demo, tmp_path)
     ranks["1"].kill()  # the kernel's OOM killer, say
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 1
@@ -131,18 +137,12 @@ def test_a_rank_that_dies_fails_the_run(demo, tmp_path):
     assert "error:" in err
 
 
-
 @pytest.mark.slow
 def test_ranks_stop_cleanly_when_the_launching_vlmtune_is_killed(demo, tmp_path):
     import psutil
 
-    cmd = [sys.executable, "-m", "tui.cli", "train", str(demo.presets / "demo-sft.yaml"), "--headless",
-           "--num-processes", "2", *COMMON, "--set", f"output_dir={tmp_path}", "--set", "training.max_steps=100000",
-           "--set", "training.save_steps=100000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    run = wait_for_step(tmp_path, 2, proc)
-    workers = [c for c in psutil.Process(proc.pid).children(recursive=True) if "trainer_core.run.worker" in " ".join(
-        c.cmdline()) and c.environ().get("RANK") is not None]
+    proc, run, ranks = long_two_process_run(demo, tmp_path)
+    workers = list(ranks.values())
     assert len(workers) == 2
     proc.kill()  # kill -9 of vlmtune itself: no chance to forward a stop
     proc.communicate(timeout=30)
