@@ -195,7 +195,7 @@ class VlmtuneApp(App):
             self.goto(STEPS[i - 1])
 
     def action_save(self) -> None:
-        self.goto("review") if self.current != "review" else self.step("review").save()
+        self.goto("review") if self.current != "review" else self.step("review").save_pressed()
 
     def action_train(self) -> None:
         if self.current != "review":

@@ -45,6 +45,9 @@ class WizardState:
     model_info: Any = None  # trainer_core.model.info.ModelInfo
     data_report: Any = None  # trainer_core.data.check.CheckReport
     plan: Any = None  # trainer_core.plan.planner.PlanReport
+    # Draft paths the user chose (an opened preset's fields, an edit, an applied change): the recommendation
+    # is shown beside these, never written over them.
+    owned: set[str] = field(default_factory=set)
 
     def load_preset_file(self, path: Path) -> None:
         """Fill the draft from a preset file (validated; local paths made absolute)."""
@@ -53,6 +56,7 @@ class WizardState:
         self.draft = _merge(blank_draft(), preset.to_dict())
         self.source = Path(path)
         self.model_info = self.data_report = self.plan = None
+        self.owned = set(_paths(preset.to_dict()))
 
     def set(self, dotted: str, value: Any) -> None:
         node = self.draft
@@ -88,6 +92,49 @@ class WizardState:
         if r.problems and not self.get("data.skip_invalid"):
             return f"{len(r.problems)} rows have problems: fix them, or tick 'skip invalid rows'"
         return None
+
+
+def edited_yaml(state: WizardState, text: str) -> set[str]:
+    """Take a preset typed as YAML into the draft; returns the paths that changed. Raises PresetError (naming
+    the line or field) while it is not a valid preset; the draft is untouched until it is."""
+    from trainer_core.config.presets import PresetProblem
+
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "the YAML"
+        raise PresetError([PresetProblem(where, f"not valid YAML: {getattr(exc, 'problem', None) or exc}")]) \
+            from None
+    if not isinstance(raw, dict):
+        raise PresetError([PresetProblem("(top)", "a preset is a mapping of fields (name:, task:, model:, ...)")])
+    new = _merge(blank_draft(), preset_from_dict(copy.deepcopy(raw)).to_dict())
+    old = {p: state.get(p) for p in _paths(state.draft)}
+    changed = {p for p in _paths(new) if old.get(p) != _get(new, p)}
+    if not changed:
+        return changed
+    state.draft = new
+    state.owned |= changed
+    # What the model, data and plan steps found no longer holds once their inputs change: they look again.
+    if any(p.startswith("model.") for p in changed):
+        state.model_info = state.data_report = state.plan = None
+    elif any(p.startswith("data.") or p == "task" for p in changed):
+        state.data_report = state.plan = None
+    return changed
+
+
+def _get(tree: dict[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for k in dotted.split("."):
+        node = node.get(k) if isinstance(node, dict) else None
+    return node
+
+
+def _paths(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k, v in tree.items():
+        out += _paths(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+    return out
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

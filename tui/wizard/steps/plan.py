@@ -1,13 +1,15 @@
-"""Step 5: the recommendation with its reasons; every field editable, the memory bar following each edit."""
+"""Step 5: the recommendation beside the preset, as changes with their reasons that the user applies one by one or
+all at once; every field editable, and the memory bar (docked, always in view) following each edit."""
 
 from __future__ import annotations
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Grid
-from textual.widgets import Button, Input, Label, LoadingIndicator, Select, Static, Switch
+from textual.containers import Grid, Horizontal, Vertical
+from textual.widgets import Button, DataTable, Input, Label, LoadingIndicator, Select, Static, Switch
 
-from tui.widgets import MemoryBar
+from tui.widgets import MemoryBar, plain
+from tui.wizard.recommendation import Change, changes
 from tui.wizard.steps.base import Step
 
 # (field in the draft, label, kind)
@@ -35,14 +37,24 @@ def _wid(path: str) -> str:
 class PlanStep(Step):
     step_id = "plan"
     HELP = """
-    **Plan.** The recommendation with its reasons. Every field can be edited; the memory bar follows each edit
-    and turns red, with the reason, when it no longer fits. "Use the recommendation again" resets the fields.
+    **Plan.** The recommendation beside your preset: each field where they differ, with the reason. Enter on a
+    row applies that change; "Apply all" applies every one. Nothing you chose is replaced without being shown
+    here (a new preset's untouched defaults take the recommendation, and are listed). Every field can be
+    edited; the memory bar at the bottom follows each edit and turns red, with the reason, when it no longer
+    fits.
     """
 
     def compose(self) -> ComposeResult:
         yield LoadingIndicator(id="planning")
         yield Static("", id="plan-error", classes="error")
-        yield MemoryBar(id="memory")
+        yield Static("", id="plan-summary")
+        yield DataTable(id="diff", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="diff-why", classes="hint")
+        with Horizontal(classes="row"):
+            yield Button("Apply all", id="reapply")
+        with Vertical(id="plan-strip"):  # docked: the fit and the field's error stay in view while editing
+            yield Static("", id="field-error", classes="error")
+            yield MemoryBar(id="memory")
         with Grid(id="fields"):
             for path, label, kind in FIELDS:
                 yield Label(label, id=f"l-{_wid(path)}")
@@ -54,11 +66,13 @@ class PlanStep(Step):
                     yield Input(id=_wid(path), placeholder="auto, or q_proj,v_proj")
                 else:
                     yield Input(id=_wid(path), type="integer" if kind is int else "number")
-        yield Static("", id="field-error", classes="error")
-        yield Button("Use the recommendation again", id="reapply")
-        yield Static("", id="reasons")
+        yield Static("", id="reasons", classes="hint")
 
     def on_mount(self) -> None:
+        table = self.query_one("#diff", DataTable)
+        table.add_columns("field", "yours", "recommended")
+        table.display = False
+        self._changes: list[Change] = []
         self.query_one("#planning").display = False
         self.error("plan-error", None)
         self.error("field-error", None)
@@ -104,35 +118,82 @@ class PlanStep(Step):
     def _planned(self, report) -> None:  # noqa: ANN001
         self.state.plan = report
         self.query_one("#planning").display = False
-        self.apply_recommendation()
-        self.app.step_finished_work()  # type: ignore[attr-defined]
-
-    def apply_recommendation(self) -> None:
-        report = self.state.plan
-        if report is None:
-            return
-        fields = report.plan.preset_fields()
-        for key in ("precision", "quantization"):
-            self.state.set(key, fields[key])
-        lora = fields["lora"]  # {"enabled": False} when the preset fine-tunes every weight
-        if lora.get("enabled") and lora["r"] != self.state.get("lora.r"):
-            # alpha follows the rank (2 x r), as the plan's own preset says; a kept rank keeps the user's alpha
-            self.state.set("lora.r", lora["r"])
-            self.state.set("lora.alpha", lora["alpha"])
-        for key, value in fields["training"].items():
-            self.state.set(f"training.{key}", value)
+        # A new preset's defaults were never chosen: they take the recommendation, and the summary lists them.
+        # Values the user chose (an opened preset, an edit, an applied change) stay until the user applies one.
+        auto = [c for c in changes(report, self.state.get) if c.path not in self.state.owned]
+        for c in auto:
+            self.state.set(c.path, c.recommended)
+        self._auto = auto
         lines = [str(r) for r in report.plan.reasons] + [f"- {s}" for s in report.plan.suggestions]
-        self.query_one("#reasons", Static).update("\n".join(lines))
+        self.query_one("#reasons", Static).update(plain("Why:\n" + "\n".join(lines)))
+        self.show_changes()
         self.fill_fields()
         self.update_memory()
+        self.app.step_finished_work()  # type: ignore[attr-defined]
+
+    def show_changes(self) -> None:
+        """The fields where the draft and the recommendation differ, one row each."""
+        report = self.state.plan
+        self._changes = changes(report, self.state.get) if report is not None else []
+        table = self.query_one("#diff", DataTable)
+        table.clear()
+        for c in self._changes:
+            table.add_row(c.path, _show(c.current), _show(c.recommended))
+        table.display = bool(self._changes)
+        self.query_one("#reapply").display = bool(self._changes)
+        auto = getattr(self, "_auto", [])
+        applied = ("Set from the recommendation (new preset): "
+                   + ", ".join(f"{c.path} {_show(c.recommended)}" for c in auto) + ".\n") if auto else ""
+        if self._changes:
+            n = len(self._changes)
+            head = (f"The recommendation differs from your preset in {n} field{'s' * (n > 1)}: Enter on a row "
+                    "applies it, or Apply all.")
+        elif report is not None:
+            head = "Your preset matches the recommendation."
+        else:
+            head = ""
+        self.query_one("#plan-summary", Static).update(plain(applied + head))
+        self._show_why(0)
+
+    def _show_why(self, row: int) -> None:
+        why = self.query_one("#diff-why", Static)
+        if 0 <= row < len(self._changes):
+            c = self._changes[row]
+            why.update(plain(f"{c.path}: {_show(c.current)} -> {_show(c.recommended)} because {c.why}"))
+        else:
+            why.update("")
+
+    @on(DataTable.RowHighlighted, "#diff")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_why(event.cursor_row)
+
+    @on(DataTable.RowSelected, "#diff")
+    def _apply_row(self, event: DataTable.RowSelected) -> None:
+        if 0 <= event.cursor_row < len(self._changes):
+            self.apply([self._changes[event.cursor_row]])
+
+    def apply(self, chosen: list[Change]) -> None:
+        for c in chosen:
+            self.state.set(c.path, c.recommended)
+            self.state.owned.add(c.path)
+        self.show_changes()
+        self.fill_fields()
+        self._validate(None)
+        self.update_memory()
+
+    def apply_recommendation(self) -> None:
+        """Every recommended value at once (the Apply all button)."""
+        if self.state.plan is not None:
+            self.apply(changes(self.state.plan, self.state.get))
 
     @on(Button.Pressed, "#reapply")
     def reapply(self) -> None:
         self.apply_recommendation()
 
     def fill_fields(self) -> None:
-        self._filling = True
-        try:
+        # Values set here are the draft's own: prevent() keeps their Changed messages from reading as user edits
+        # (they arrive later, after any flag would be reset).
+        with self.prevent(Input.Changed, Select.Changed, Switch.Changed):
             for path, _label, kind in FIELDS:
                 widget = self.query_one(f"#{_wid(path)}")
                 value = self.state.get(path)
@@ -144,8 +205,6 @@ class PlanStep(Step):
                     widget.value = value if isinstance(value, str) else ",".join(value or [])
                 else:
                     widget.value = "" if value is None else str(value)
-        finally:
-            self._filling = False
 
     @on(Input.Changed)
     def input_changed(self, event: Input.Changed) -> None:
@@ -160,8 +219,6 @@ class PlanStep(Step):
         self._field_changed(event.switch.id or "", event.value)
 
     def _field_changed(self, wid: str, raw) -> None:  # noqa: ANN001
-        if getattr(self, "_filling", False):
-            return
         match = next(((p, lbl, k) for p, lbl, k in FIELDS if _wid(p) == wid), None)
         if match is None:
             return
@@ -172,16 +229,23 @@ class PlanStep(Step):
             what = {int: "whole number", float: "number", list: "list: auto, or module names like q_proj,v_proj"}
             self.error("field-error", f"{label}: not a valid {what.get(kind, 'value')}")
             return
+        if value == self.state.get(path) and path not in self.state.owned:
+            return  # a widget reporting the draft's own value (e.g. a Select on mount): not the user's choice
         self.state.set(path, value)
+        self.state.owned.add(path)
+        self._validate(path)
+        self.show_changes()
+        self.update_memory()
+
+    def _validate(self, path: str | None) -> None:
         from trainer_core.config.presets import PresetError
 
         try:
             self.state.preset()
             self.error("field-error", None)
         except PresetError as exc:
-            mine = [str(p) for p in exc.problems if p.path == path]
+            mine = [str(p) for p in exc.problems if path is None or p.path == path]
             self.error("field-error", "; ".join(mine) if mine else None)
-        self.update_memory()
 
     @staticmethod
     def _parse(raw, kind):  # noqa: ANN001, ANN205
@@ -217,12 +281,20 @@ class PlanStep(Step):
                       "micro-batch, checkpointing or 4-bit")
         self.query_one("#memory", MemoryBar).show(est.components, est.required, usable, reason)
         self._fits = est.required <= usable
+        if self.blocked() is None:  # a "can't go on" message from before this edit is no longer true
+            self.app.query_one("#blocked", Static).update("")
 
     def blocked(self) -> str | None:
         if self.state.plan is None:
             return "still planning" if self.query_one("#planning").display else "no plan yet"
         if self.query_one("#field-error", Static).display:
-            return "a field has an error (see above)"
+            return f"a field has an error: {self.query_one('#field-error', Static).content}"
         if not getattr(self, "_fits", True):
             return "this configuration does not fit in memory (the bar is red): change a field"
         return None
+
+
+def _show(value) -> str:  # noqa: ANN001
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)

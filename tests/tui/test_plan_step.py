@@ -1,0 +1,102 @@
+"""The Plan step respects the preset: the recommendation is shown beside it as changes with reasons, applied
+per field or all at once, never written over what the user chose; the fit strip stays in view and current."""
+
+from __future__ import annotations
+
+from pilot_helpers import make_app, open_preset, wait_for
+from test_wizard import walk_to_plan
+
+from tui.wizard.recommendation import changes
+
+
+async def test_opened_preset_keeps_its_values_and_shows_the_recommendation_as_changes(demo, tmp_path):
+    app = make_app(demo, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_preset(pilot, app, "demo-sft")
+        app.state.set("training.max_length", 4096)  # as if the preset said so: far from what the data needs
+        app.state.owned.add("training.max_length")
+        await walk_to_plan(pilot, app)
+        recommended = app.state.plan.plan.preset_fields()["training"]["max_length"]
+        assert recommended != 4096
+        assert app.state.get("training.max_length") == 4096  # not replaced silently
+        table = app.query_one("#diff")
+        rows = [table.get_row_at(i) for i in range(table.row_count)]
+        assert ["training.max_length", "4096", str(recommended)] in [list(map(str, r)) for r in rows]
+        summary = str(app.query_one("#plan-summary").content)
+        assert "differs from your preset" in summary
+        # the row's reason is shown when the row is highlighted
+        row = [list(map(str, r))[0] for r in rows].index("training.max_length")
+        table.focus()
+        table.move_cursor(row=row)
+        await pilot.pause(0.1)
+        assert "rounded up to 64" in str(app.query_one("#diff-why").content)
+        app.save_screenshot(str(tmp_path / "plan-diff.svg"))
+        # Enter applies that one row, and only it
+        others = {c.path: c.current for c in changes(app.state.plan, app.state.get) if c.path != "training.max_length"}
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        assert app.state.get("training.max_length") == recommended
+        assert app.query_one("#f-training-max_length").value == str(recommended)
+        assert all(app.state.get(p) == v for p, v in others.items())
+        # Apply all leaves nothing to show
+        app.query_one("#reapply").press()
+        await pilot.pause(0.1)
+        assert changes(app.state.plan, app.state.get) == []
+        assert "matches the recommendation" in str(app.query_one("#plan-summary").content)
+        assert not app.query_one("#diff").display
+
+
+async def test_replanning_keeps_the_users_edits(demo, tmp_path):
+    app = make_app(demo, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_preset(pilot, app, "demo-sft")
+        await walk_to_plan(pilot, app)
+        app.query_one("#f-training-micro_batch_size").value = "3"
+        await pilot.pause(0.1)
+        # a change upstream (a different GPU size) plans again: the edit stays, the difference is listed
+        app.state.gpu_mib = 80 * 1024
+        app.state.plan = None
+        app.step("plan").on_show_step()
+        await wait_for(pilot, lambda: app.state.plan is not None)
+        await pilot.pause(0.1)
+        assert app.state.get("training.micro_batch_size") == 3
+        if app.state.plan.plan.settings.micro_batch_size != 3:
+            table = app.query_one("#diff")
+            assert "training.micro_batch_size" in [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+
+
+async def test_a_new_preset_takes_the_recommendation_and_says_which_fields(demo, tmp_path):
+    """A blank draft's defaults were never chosen: they take the recommendation, listed in the summary."""
+    app = make_app(demo, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.state.set("model.name_or_path", str(demo.model))
+        app.state.set("data.path", str(demo.data / "chart_sft.jsonl"))
+        await pilot.press("ctrl+n")  # start -> machine
+        await wait_for(pilot, lambda: app.current == "machine")
+        await walk_to_plan(pilot, app)
+        assert changes(app.state.plan, app.state.get) == []
+        summary = str(app.query_one("#plan-summary").content)
+        assert "Set from the recommendation (new preset)" in summary
+
+
+async def test_the_fit_strip_stays_in_view_and_clears_when_it_fits_again(demo, tmp_path):
+    app = make_app(demo, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_preset(pilot, app, "demo-sft")
+        await walk_to_plan(pilot, app)
+        strip = app.query_one("#plan-strip")
+        step = app.step("plan")
+        step.scroll_end(animate=False)
+        await pilot.pause(0.1)
+        assert strip.region.bottom <= step.region.bottom and strip.region.height >= 3  # docked: in view
+        good = app.state.get("training.micro_batch_size")
+        app.query_one("#f-training-micro_batch_size").value = "100000"
+        await pilot.pause(0.1)
+        assert "does NOT fit" in str(app.query_one("#memory").content)
+        await pilot.press("ctrl+n")
+        await pilot.pause(0.1)
+        assert "does not fit" in str(app.query_one("#blocked").content)
+        app.query_one("#f-training-micro_batch_size").value = str(good)
+        await pilot.pause(0.1)
+        assert "fits" in str(app.query_one("#memory").content)
+        assert str(app.query_one("#blocked").content) == ""  # the old message is gone with its cause
