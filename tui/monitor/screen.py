@@ -5,6 +5,7 @@ another process's run directory) fills. Stop and checkpoint-now go to the engine
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.text import Text
@@ -42,12 +43,14 @@ class MonitorScreen(Screen):
     HELP = """
     **Monitor.** Loss (raw, smoothed, eval points), learning rate, throughput, memory against the plan's estimate,
     sample outputs and the run's log. `s` stops at the end of the step (checkpoint + adapter), `c` saves a
-    checkpoint now, `t` opens the chat once the run has ended.
+    checkpoint now; once the run has ended `t` opens the chat and `e` evaluates the tuned model against its
+    base on the held-out rows.
     """
     BINDINGS = [
         Binding("s", "stop", "Stop"),
         Binding("c", "checkpoint", "Checkpoint now"),
         Binding("t", "chat", "Chat with the result"),
+        Binding("e", "evaluate", "Evaluate"),
         Binding("escape", "leave", "Back"),
     ]
 
@@ -233,8 +236,8 @@ class MonitorScreen(Screen):
         status = self.history.status
         if action in ("stop", "checkpoint"):
             return self.stop_signal is not None and status in ("starting", "running")
-        if action == "chat":
-            return status in ("completed", "stopped") or None
+        if action in ("chat", "evaluate"):  # hidden while training: the footer keeps to the keys that apply
+            return status in ("completed", "stopped")
         return True
 
     def action_stop(self) -> None:
@@ -270,6 +273,15 @@ class MonitorScreen(Screen):
         from tui.chat.screen import ChatScreen
 
         self.app.push_screen(ChatScreen(None, v.adapter))
+
+    def action_evaluate(self) -> None:
+        v = self.history.snapshot()
+        if v.status not in ("completed", "stopped") or not v.adapter:
+            self.notify("evaluation opens once the run has finished with an adapter", severity="warning")
+            return
+        from tui.evaluate.screen import EvalScreen
+
+        self.app.push_screen(EvalScreen(v.run_dir or Path(v.adapter).parent))
 
     async def action_leave(self) -> None:
         stack = self.app.screen_stack

@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.widgets import Button, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
+from tui.evaluate.view import headline, read_evaluation
 from tui.wizard.state import find_presets, find_runs
 from tui.wizard.steps.base import Step
 
@@ -40,7 +41,7 @@ class StartStep(Step):
         lst = self.query_one("#presets", OptionList)
         lst.clear_options()
         for p in presets:
-            lst.add_option(Option(f"{p.stem}  [dim]{_short(p)}[/]", id=str(p)))
+            lst.add_option(Option(Text.assemble(p.stem, (f"  {_short(p)}", "dim")), id=str(p)))
         if not presets:
             lst.add_option(Option("[dim]no presets yet: `vlmtune demo` makes some[/]", disabled=True))
         runs = find_runs(*app.run_folders)  # type: ignore[attr-defined]
@@ -48,8 +49,10 @@ class StartStep(Step):
         rl.clear_options()
         for d, s in runs:
             loss = f"loss {s['final_loss']:.3f}" if isinstance(s.get("final_loss"), float) else ""
-            rl.add_option(Option(Text.assemble(d.name, (f"  {_status(d, s)} {s.get('steps', 0)} steps {loss}", "dim")),
-                                 id=str(d)))
+            evaluated = read_evaluation(d, samples=False)  # "is it better than the base?" answered in the list once evaluated
+            score = f"  {headline(evaluated[0])}" if evaluated else ""
+            rl.add_option(Option(Text.assemble(d.name, (f"  {_status(d, s)} {s.get('steps', 0)} steps {loss}", "dim"),
+                                               (score, "green")), id=str(d)))
         if not runs:
             rl.add_option(Option("[dim]no runs yet[/]", disabled=True))
 
