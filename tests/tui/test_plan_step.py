@@ -26,7 +26,7 @@ async def test_opened_preset_keeps_its_values_and_shows_the_recommendation_as_ch
         assert "differs from your preset" in summary
         # the row's reason is shown when the row is highlighted
         row = [list(map(str, r))[0] for r in rows].index("training.max_length")
-        table.focus()
+        assert app.focused is table  # Enter acts on one highlighted change, never on "Apply all" by chance
         table.move_cursor(row=row)
         await pilot.pause(0.1)
         assert "rounded up to 64" in str(app.query_one("#diff-why").content)

@@ -27,9 +27,9 @@ async def test_a_recent_run_opens_its_monitor_and_esc_comes_back(demo, tmp_path)
     run = a_run(tmp_path / "runs", "demo-sft-20260101-000000", "completed")
     app = make_app(demo, tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
-        runs = app.query_one("#runs")
-        runs.focus()
-        runs.highlighted = 0
+        await pilot.pause(0.2)
+        await pilot.press("tab")  # keyboard only: from the presets list to the runs list, whose first run is lit
+        assert app.focused is app.query_one("#runs")
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen))
         assert app.screen.follower.run_dir == run and app.current == "start"  # no preset was loaded

@@ -29,7 +29,7 @@ def test_the_monitor_started_from_the_wizard_moves(project):
     term = Terminal([], project, env={"XDG_CONFIG_HOME": str(project / "config")})
     try:
         term.wait_for(lambda s: "watch-me" in s)
-        term.press("down", "enter")  # the first preset, opened: every step filled from it
+        term.press("enter")  # the first preset (highlighted from the start), opened: every step filled from it
         term.wait_for(lambda s: "Step 3 of 6" in s or "Step 2 of 6" in s)
         term.press("ctrl+t")  # walks every step and trains: the monitor opens
         seen: list[int] = []

@@ -137,8 +137,8 @@ class VlmtuneApp(App):
                 return False
             if action == "back":
                 return STEPS.index(self.current) > 0 or None  # None: dimmed, nothing behind the first step
-        if action == "open_run":  # back to a live run's monitor after leaving it
-            return self.training and self.screen is self.screen_stack[0]
+        if action == "open_run":  # back to this session's run (live or ended) after leaving its monitor
+            return getattr(self, "monitor_screen", None) is not None and self.screen is self.screen_stack[0]
         return True
 
     def _focus_step(self, step_id: str) -> None:
@@ -212,8 +212,8 @@ class VlmtuneApp(App):
     def get_system_commands(self, screen):  # noqa: ANN001, ANN201
         yield from super().get_system_commands(screen)
         yield SystemCommand("Help", "This screen and its keys (F1)", self.action_toggle_help)
-        if self.training and getattr(self, "monitor_screen", None) is not None:
-            yield SystemCommand("Monitor", "The live run's monitor (ctrl+r)", self.action_open_run)
+        if getattr(self, "monitor_screen", None) is not None:
+            yield SystemCommand("Monitor", "This session's run, live or ended (ctrl+r)", self.action_open_run)
         adapter = getattr(self.last_result, "adapter", None)
         if adapter:
             yield SystemCommand("Chat", f"Chat with the last run's result ({adapter})", self.open_chat)

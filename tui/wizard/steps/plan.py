@@ -72,6 +72,7 @@ class PlanStep(Step):
         table = self.query_one("#diff", DataTable)
         table.add_columns("field", "yours", "recommended")
         table.display = False
+        self.query_one("#reapply").display = False  # shown with changes to apply; never the first focus by chance
         self._changes: list[Change] = []
         self.query_one("#planning").display = False
         self.error("plan-error", None)
@@ -129,6 +130,9 @@ class PlanStep(Step):
         self.show_changes()
         self.fill_fields()
         self.update_memory()
+        if self.app.current == "plan":  # type: ignore[attr-defined]
+            # Focus starts on the changes (Enter applies the one highlighted), else on the first field.
+            self.app._focus_step("plan")  # type: ignore[attr-defined]
         self.app.step_finished_work()  # type: ignore[attr-defined]
 
     def show_changes(self) -> None:

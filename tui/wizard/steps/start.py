@@ -55,6 +55,11 @@ class StartStep(Step):
                                                (score, "green")), id=str(d)))
         if not runs:
             rl.add_option(Option("[dim]no runs yet[/]", disabled=True))
+        # Enter on a list acts on its highlighted row: the first one is highlighted from the start (a list
+        # reached with Tab would otherwise take Enter and do nothing).
+        for listing, found in ((lst, presets), (rl, runs)):
+            if found and listing.highlighted is None:
+                listing.highlighted = 0
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         from trainer_core.config.presets import PresetError
