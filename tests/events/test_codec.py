@@ -12,6 +12,7 @@ from trainer_core.events import (
     RunStarted,
     SampleGenerated,
     StepLogged,
+    TaskEvalScored,
 )
 from trainer_core.events.codec import decode, encode
 from trainer_core.events.history import RunFollower, RunHistory
@@ -34,6 +35,8 @@ def a_run(run_dir: str) -> list:
         EvalLogged(step=2, epoch=0.5, metrics={"eval_loss": 0.7}),
         SampleGenerated(step=2, prompt="What is B?", image="chart.png", output="7"),
         CheckpointSaved(step=2, path=f"{run_dir}/checkpoints/checkpoint-2"),
+        TaskEvalScored(step=2, metric="relaxed_accuracy", score=0.5, rows=8, seconds=0.3, best_step=2,
+                       best_score=0.5),
         steps[2], steps[3],
         RunFinished(status="completed", run_dir=run_dir, steps=4, final_loss=0.25, adapter=f"{run_dir}/adapter"),
     ]
@@ -59,6 +62,7 @@ def test_a_followed_run_shows_what_the_live_run_showed(tmp_path):
     assert (b.status, b.step, b.total_steps, b.final_loss, b.summary) == (a.status, a.step, a.total_steps,
                                                                          a.final_loss, a.summary)
     assert any("checkpoint-2" in line for line in b.logs)
+    assert b.task_scores == a.task_scores == [(2, 0.5)] and b.task_best == (2, 0.5)
 
 
 def test_malformed_lines_are_skipped_not_fatal(tmp_path):

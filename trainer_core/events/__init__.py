@@ -14,8 +14,9 @@ from trainer_core.events.types import (
     RunStarted,
     SampleGenerated,
     StepLogged,
+    TaskEvalScored,
 )
 
 __all__ = ["CheckpointSaved", "EvalLogged", "Event", "EventStream", "LogMessage", "Memory", "OomBackoff",
            "QueueSubscriber", "RunFinished", "RunStarted", "SampleGenerated", "StepLogged", "StopSignal",
-           "Subscriber"]
+           "Subscriber", "TaskEvalScored"]

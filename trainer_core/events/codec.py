@@ -22,12 +22,13 @@ from trainer_core.events.types import (
     RunStarted,
     SampleGenerated,
     StepLogged,
+    TaskEvalScored,
 )
 
 # Read in this order: a run_started row (events) comes before the steps it starts.
 FILES = {"events": "events.jsonl", "metrics": "metrics.jsonl", "samples": "samples.jsonl"}
 _BY_KIND: dict[str, type[Event]] = {cls.kind: cls for cls in (RunStarted, CheckpointSaved, OomBackoff, LogMessage,
-                                                                RunFinished)}
+                                                                RunFinished, TaskEvalScored)}
 _STEP_FIELDS = ("step", "max_steps", "epoch", "loss", "learning_rate", "grad_norm", "samples_per_second",
                 "tokens_per_second", "elapsed")
 _MEMORY = "memory_"

@@ -27,6 +27,7 @@ from trainer_core.events import (
     RunStarted,
     SampleGenerated,
     StepLogged,
+    TaskEvalScored,
 )
 from trainer_core.events.codec import FILES, decode
 
@@ -63,6 +64,10 @@ class HistoryView:
     final_loss: float | None = None
     adapter: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    # the task metric on held-out rows during training (eval.every_steps): name, (step, score) points, best
+    task_metric: str = ""
+    task_scores: list[tuple[int, float]] = field(default_factory=list)
+    task_best: tuple[int, float] | None = None
 
     @property
     def eta_seconds(self) -> float | None:
@@ -98,6 +103,10 @@ class RunHistory:
         elif isinstance(e, EvalLogged):
             if "eval_loss" in e.metrics:
                 v.eval_loss.append((e.step, e.metrics["eval_loss"]))
+        elif isinstance(e, TaskEvalScored):
+            v.task_metric = e.metric
+            v.task_scores.append((e.step, e.score))
+            v.task_best = (e.best_step, e.best_score)
         elif isinstance(e, SampleGenerated):
             self._samples.appendleft({"step": e.step, "prompt": e.prompt, "image": e.image, "output": e.output})
         elif isinstance(e, CheckpointSaved):
@@ -171,6 +180,7 @@ class RunHistory:
             view = copy.copy(self._view)
             view.loss, view.eval_loss = list(self._view.loss), list(self._view.eval_loss)
             view.learning_rate = list(self._view.learning_rate)
+            view.task_scores = list(self._view.task_scores)
             view.checkpoints = list(self._view.checkpoints)
             view.samples, view.logs = list(self._samples), list(self._logs)
             view.memory, view.summary = dict(self._view.memory), dict(self._view.summary)

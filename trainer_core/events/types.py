@@ -122,3 +122,17 @@ class RunFinished(Event):
     final_loss: float | None
     adapter: str | None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskEvalScored(Event):
+    """The task metric on a fixed few held-out rows during training (preset `eval.every_steps`)."""
+
+    kind: ClassVar[str] = "task_eval"
+    step: int
+    metric: str  # e.g. relaxed_accuracy, preference_accuracy
+    score: float
+    rows: int
+    seconds: float  # what scoring cost (training waits meanwhile)
+    best_step: int
+    best_score: float

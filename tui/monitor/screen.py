@@ -187,6 +187,12 @@ class MonitorScreen(Screen):
         lines = [f"learning rate {lr:.2e}" if lr is not None else "learning rate -",
                  f"samples/s {v.samples_per_second:.1f}" if v.samples_per_second else "samples/s -",
                  f"tokens/s {v.tokens_per_second:,.0f}" if v.tokens_per_second else "tokens/s -", ""]
+        if v.task_scores:  # eval.every_steps: the task metric on held-out rows, and its best step so far
+            step, score = v.task_scores[-1]
+            lines += [f"{v.task_metric} {score:.2f} @{step}"]
+            if v.task_best is not None:
+                lines += [f"  best {v.task_best[1]:.2f} @{v.task_best[0]}"]
+            lines += [""]
         lines += self._memory_lines(v.memory, v.summary)
         s = v.summary
         if s:
