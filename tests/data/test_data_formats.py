@@ -60,6 +60,22 @@ def test_columns_override_detection(fixtures, tmp_path):
     assert report.columns == {"prompt": "ask", "completion": "reply", "images": "pic"}
 
 
+def test_llamafactory_folder_checks_by_entry_name(tmp_path):
+    """A LLaMA-Factory data folder: the entry's columns (system, history) reach the rows, nothing is ignored."""
+    (tmp_path / "dataset_info.json").write_text(json.dumps({
+        "weather": {"file_name": "w.json", "columns": {"prompt": "instruction", "query": "input",
+                                                       "response": "output", "system": "system",
+                                                       "history": "history"}},
+        "other": {"file_name": "w.json"}}))
+    (tmp_path / "w.json").write_text(json.dumps([{"instruction": "And Paris?", "input": "", "output": "Rainy",
+                                                  "system": "Weather bot.", "history": [["Rome?", "Sunny"]]}]))
+    report = check_data(str(tmp_path), "sft", subset="weather")
+    assert report.ok and report.format == "alpaca"
+    assert report.columns["system"] == "system" and report.columns["history"] == "history"
+    assert report.previews[0].split("\n") == ["system: Weather bot.", "user: Rome?", "assistant: Sunny",
+                                               "user: And Paris?", "assistant: Rainy"]
+
+
 def test_preview_through_the_chat_template(fixtures, demo):
     report = check_data(str(fixtures / "sharegpt.json"), "sft", model=str(demo.model), preview=1)
     text = report.previews[0]

@@ -100,3 +100,24 @@ async def test_the_fit_strip_stays_in_view_and_clears_when_it_fits_again(demo, t
         await pilot.pause(0.1)
         assert "fits" in str(app.query_one("#memory").content)
         assert str(app.query_one("#blocked").content) == ""  # the old message is gone with its cause
+
+
+async def test_the_options_users_expect_are_plan_fields_the_estimate_follows(demo, tmp_path):
+    app = make_app(demo, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_preset(pilot, app, "demo-sft")
+        await walk_to_plan(pilot, app)
+        bar = app.query_one("#memory")
+        before = bar._shown[1]
+        app.query_one("#f-lora-use_dora").value = True
+        await pilot.pause(0.2)
+        assert app.state.get("lora.use_dora") is True and app.state.preset().lora.use_dora
+        assert bar._shown[1] > before  # DoRA keeps more activations: the estimate says so
+        app.query_one("#f-training-report_to").value = "tensorboard"
+        app.query_one("#f-data-image_max_pixels").value = "abc"
+        await pilot.pause(0.2)
+        assert app.state.get("training.report_to") == "tensorboard"
+        assert "image max pixels: not a valid whole number" in str(app.query_one("#field-error").content)
+        app.query_one("#f-data-image_max_pixels").value = ""
+        await pilot.pause(0.2)
+        assert app.state.get("data.image_max_pixels") is None and not app.query_one("#field-error").display

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +21,13 @@ from trainer_core.config.presets import Preset, PresetError, PresetProblem
 DPO_LOSSES = ["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
               "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"]
 # Arguments the engine owns: changing them through `extra` would break resume, logging or progress.
-ENGINE_ARGS = {"output_dir", "report_to", "disable_tqdm", "save_strategy", "logging_dir", "resume_from_checkpoint",
+ENGINE_ARGS = {"output_dir", "disable_tqdm", "save_strategy", "logging_dir", "resume_from_checkpoint",
                "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "max_steps",
                "num_train_epochs", "bf16", "fp16"}
+# TRL arguments that are preset fields of their own (checked there): `extra` points at the field.
+OWN_FIELDS = {"report_to": "training.report_to", "use_liger_kernel": "training.use_liger_kernel",
+              "packing": "training.packing", "padding_free": "training.padding_free",
+              "use_dora": "lora.use_dora", "use_rslora": "lora.use_rslora"}
 
 
 def _check_choice(value: str, valid: list[str], path: str) -> None:
@@ -31,6 +38,15 @@ def _check_choice(value: str, valid: list[str], path: str) -> None:
 
 
 def lora_config(preset: Preset, target_modules: str | list[str]):
+    """The PEFT config of the preset's adapter: LoRA (with DoRA / rsLoRA / its init), prompt or prefix tuning.
+    The engine calls this for every adapter type (`target_modules` only matters to LoRA)."""
+    if preset.adapter_type == "prompt_tuning":
+        return prompt_tuning_config(preset)
+    if preset.adapter_type == "prefix_tuning":
+        from peft import PrefixTuningConfig
+
+        return PrefixTuningConfig(num_virtual_tokens=preset.prefix_tuning.num_virtual_tokens,
+                                  prefix_projection=preset.prefix_tuning.prefix_projection, task_type="CAUSAL_LM")
     from peft import LoraConfig
 
     lora = preset.lora
@@ -40,9 +56,87 @@ def lora_config(preset: Preset, target_modules: str | list[str]):
         lora_dropout=lora.dropout,
         target_modules=target_modules,
         modules_to_save=lora.modules_to_save,
+        use_dora=lora.use_dora,
+        use_rslora=lora.use_rslora,
+        init_lora_weights=lora.init_lora_weights,
         bias="none",
         task_type="CAUSAL_LM",
     )
+
+
+def prompt_tuning_config(preset: Preset):
+    from peft import PromptTuningConfig, PromptTuningInit
+
+    pt = preset.prompt_tuning
+    text = pt.prompt_tuning_init_text
+    return PromptTuningConfig(
+        num_virtual_tokens=pt.num_virtual_tokens, task_type="CAUSAL_LM",
+        prompt_tuning_init=PromptTuningInit.TEXT if text else PromptTuningInit.RANDOM,
+        prompt_tuning_init_text=text or None,
+        # PEFT tokenizes the init text with the model's own tokenizer (a local folder or hub id).
+        tokenizer_name_or_path=preset.model.name_or_path if text else None,
+    )
+
+
+def check_for_model(preset: Preset, *, is_vlm: bool) -> None:
+    """What depends on the model's kind, refused before its weights load: prompt learning and packing are for
+    text models (PEFT prepends virtual tokens to text embeddings; TRL packs and unpads text-only batches)."""
+    problems = []
+    if is_vlm and preset.adapter_type in ("prompt_tuning", "prefix_tuning"):
+        problems.append(PresetProblem("adapter", f"{preset.adapter} is for text models; {preset.model.name_or_path} "
+                                      "is a vision-language model, where PEFT's virtual tokens do not fit around the "
+                                      "image tokens. Use adapter: lora (or none)"))
+    for name in ("packing", "padding_free"):
+        if is_vlm and getattr(preset.training, name):
+            problems.append(PresetProblem(f"training.{name}", "TRL supports it for text data only, and this "
+                                          "vision-language model trains on images; set it to false"))
+    if problems:
+        raise PresetError(problems)
+
+
+@functools.lru_cache(maxsize=4)
+def _reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+# What tracker_environment set in this process: a later run (the TUI starts several) replaces these, while what
+# the user set stays.
+_SET_HERE: dict[str, str] = {}
+
+
+def _users(key: str) -> bool:
+    return key in os.environ and os.environ[key] != _SET_HERE.get(key)
+
+
+def tracker_environment(preset: Preset, run_dir: Path) -> dict[str, str]:
+    """Environment for the preset's tracker, set before the Trainer makes its callback (they read it there):
+    files in the run folder, and nothing that waits on a network this machine lacks (W&B offline, trackio and
+    MLflow local). Values the user set already are kept, except TensorBoard's folder (the run folder's own)."""
+    tracker, env = preset.training.report_to, {}
+    if tracker == "tensorboard":
+        env["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
+    elif tracker == "wandb":
+        defaults = {"WANDB_DIR": str(run_dir), "WANDB_PROJECT": preset.name}
+        from urllib.parse import urlparse
+
+        host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+        if not _reachable(host):
+            defaults["WANDB_MODE"] = "offline"  # `wandb sync` uploads it later
+        env = {k: v for k, v in defaults.items() if not _users(k)}
+        if defaults.get("WANDB_MODE") and os.environ.get("WANDB_MODE", "offline") not in ("offline", "disabled"):
+            env["WANDB_MODE"] = "offline"  # online mode without a network would hang the first step
+    elif tracker == "trackio":
+        env = {k: v for k, v in {"TRACKIO_DIR": str(run_dir / "trackio")}.items() if not _users(k)}
+    elif tracker == "mlflow":
+        defaults = {"MLFLOW_TRACKING_URI": (run_dir / "mlruns").resolve().as_uri(), "MLFLOW_EXPERIMENT_NAME": preset.name}
+        env = {k: v for k, v in defaults.items() if not _users(k)}
+    os.environ.update(env)
+    _SET_HERE.update(env)
+    return env
 
 
 def training_values(preset: Preset, precision: str) -> dict[str, Any]:
@@ -82,6 +176,9 @@ def trainer_args(preset: Preset, *, checkpoints_dir: Path, precision: str, has_e
     t = preset.training
     _check_choice(t.lr_scheduler, [s.value for s in SchedulerType], "training.lr_scheduler")
     _check_choice(t.optimizer, [o.value for o in OptimizerNames], "training.optimizer")
+    if t.use_liger_kernel and use_cpu:
+        raise PresetError([PresetProblem("training.use_liger_kernel", "Liger's kernels are Triton GPU kernels and "
+                                         "this machine has no CUDA GPU; set training.use_liger_kernel: false here")])
     common: dict[str, Any] = {
         "output_dir": str(checkpoints_dir),
         **training_values(preset, precision),
@@ -89,8 +186,10 @@ def trainer_args(preset: Preset, *, checkpoints_dir: Path, precision: str, has_e
         "dataloader_pin_memory": not use_cpu and _cuda(),
         "eval_strategy": "steps" if has_eval else "no",
         "eval_steps": (t.eval_steps or t.save_steps) if has_eval else None,
-        # Our own progress display and event stream replace these.
-        "report_to": "none",
+        # Our own progress display and event stream replace the console ones; a tracker is the user's choice.
+        "report_to": t.report_to,
+        "run_name": checkpoints_dir.parent.name,
+        "project": preset.name,
         "disable_tqdm": True,
         # TRL's trainers count tokens themselves (logged as num_tokens); the Trainer's own count would add a
         # gather and a device sync to every micro-step.
@@ -107,7 +206,14 @@ def trainer_args(preset: Preset, *, checkpoints_dir: Path, precision: str, has_e
         common["beta"] = preset.dpo.beta
         common["loss_type"] = [preset.dpo.loss_type]
     valid = {f.name for f in dataclasses.fields(Config)}
+    for name in ("use_liger_kernel", "padding_free", "packing"):
+        if getattr(t, name):  # TRL's defaults (off) stay unset, so a trainer without the option never sees it
+            common[name] = True
     extra = dict(t.extra)
+    own = sorted(k for k in extra if k in OWN_FIELDS)
+    if own:
+        raise PresetError([PresetProblem(f"training.extra.{k}", f"is a preset field of its own: use {OWN_FIELDS[k]}")
+                           for k in own])
     owned = sorted(k for k in extra if k in ENGINE_ARGS)
     if owned:
         raise PresetError([PresetProblem(f"training.extra.{k}", "set by vlmtune itself; use the preset's own "
@@ -134,6 +240,8 @@ def trainer_args(preset: Preset, *, checkpoints_dir: Path, precision: str, has_e
             hint = f"; did you mean {close[0]!r}?" if close else ""
             problems.append(PresetProblem(f"training.extra.{k}", f"not a {Config.__name__} argument{hint}"))
         raise PresetError(problems)
+    if t.report_to != "none":
+        tracker_environment(preset, checkpoints_dir.parent)
     try:
         return Config(**{**common, **extra})
     except (ValueError, TypeError) as exc:

@@ -28,6 +28,9 @@ Task = Literal["sft", "dpo"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Quantization = Literal["none", "8bit", "4bit"]
 Strategy = Literal["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"]
+# What trains: a LoRA adapter, PEFT's prompt or prefix tuning (text models), or every weight (none).
+Adapter = Literal["lora", "prompt_tuning", "prefix_tuning", "none"]
+ReportTo = Literal["none", "tensorboard", "trackio", "wandb", "mlflow"]
 
 
 @dataclass(frozen=True)
@@ -61,11 +64,15 @@ class DataSection:
     image_dir: str | None = None
     # Rows with a larger image (width x height) are problems: each training step decodes images whole.
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    # Resolution for training (LLaMA-Factory's name): the processor downsizes larger images to about this many
+    # pixels, so fewer image tokens (the first lever against VLM out-of-memory). None = the processor's own.
+    # Not max_image_pixels above, which refuses oversized (decompression-bomb) files outright.
+    image_max_pixels: int | None = None
 
 
 @dataclass(frozen=True)
 class LoraSection:
-    # false = full fine-tuning (every weight trains: needs far more memory).
+    # false = full fine-tuning, the same as `adapter: none` (every weight trains: needs far more memory).
     enabled: bool = True
     r: int = 16
     alpha: int = 32
@@ -75,6 +82,31 @@ class LoraSection:
     # With target_modules: auto, also adapt the vision encoder's linear layers.
     train_vision_tower: bool = False
     modules_to_save: list[str] | None = None
+    # DoRA (PEFT's use_dora): LoRA plus a trained magnitude per output feature; often better at low r, and more
+    # activation memory (the planner counts it).
+    use_dora: bool = False
+    # rsLoRA (PEFT's use_rslora): scale by alpha/sqrt(r) instead of alpha/r, steadier at large r.
+    use_rslora: bool = False
+    # PEFT's init_lora_weights: true (B = 0, the default), false, gaussian, pissa, pissa_niter_N, olora, orthogonal.
+    init_lora_weights: bool | str = True
+
+
+@dataclass(frozen=True)
+class PromptTuningSection:
+    """`adapter: prompt_tuning` (text models): trains only `num_virtual_tokens` embeddings put before each input."""
+
+    num_virtual_tokens: int = 20
+    # Start the virtual tokens from this text's embeddings (PEFT's prompt_tuning_init TEXT); None = random.
+    prompt_tuning_init_text: str | None = None
+
+
+@dataclass(frozen=True)
+class PrefixTuningSection:
+    """`adapter: prefix_tuning` (text models): trains keys and values for `num_virtual_tokens` in every layer."""
+
+    num_virtual_tokens: int = 20
+    # Train the prefix through a 2-layer MLP (PEFT's prefix_projection): many more parameters, steadier.
+    prefix_projection: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,6 +134,14 @@ class TrainingSection:
     save_total_limit: int | None = 2
     eval_steps: int | None = None
     seed: int = 42
+    # Experiment tracker (TRL's report_to): none, tensorboard, trackio, wandb or mlflow; its files go in the
+    # run folder, and W&B runs offline when it cannot be reached.
+    report_to: ReportTo = "none"
+    # Liger's Triton kernels (TRL's use_liger_kernel; CUDA GPUs only, `pip install 'vlmtune[speed]'`).
+    use_liger_kernel: bool = False
+    # Text data only (TRL's names): batches without pad tokens / several samples packed into max_length.
+    padding_free: bool = False
+    packing: bool = False
     # Extra SFTConfig / DPOConfig arguments by their TRL names, passed through as they are.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -129,6 +169,17 @@ class SamplesSection:
 
 
 @dataclass(frozen=True)
+class EvalSection:
+    # Score the task metric (`vlmtune eval`'s) on the first `rows` held-out rows every N optimizer steps
+    # (0 = never): each time costs generating `rows` answers; summary.json then names the best step.
+    every_steps: int = 0
+    rows: int = 16
+    # exact_match | relaxed_accuracy | anls | token_f1 | rouge_l (SFT); preference_accuracy (DPO); None = by the answers
+    metric: str | None = None
+    max_new_tokens: int = 32
+
+
+@dataclass(frozen=True)
 class DistributedSection:
     # All processes across all machines (accelerate's meaning); usually one per GPU. 1 = a single process.
     num_processes: int = 1
@@ -152,14 +203,27 @@ class Preset:
     precision: Precision = "auto"
     # 4bit = NF4 + double quantization with bf16/fp16 compute (QLoRA).
     quantization: Quantization = "none"
+    # lora | prompt_tuning | prefix_tuning | none (full fine-tuning); each method has its section below.
+    # Unset: lora, or none with lora.enabled: false (so a switch of lora.enabled alone still decides).
+    adapter: Adapter | None = None
     lora: LoraSection = field(default_factory=LoraSection)
+    prompt_tuning: PromptTuningSection = field(default_factory=PromptTuningSection)
+    prefix_tuning: PrefixTuningSection = field(default_factory=PrefixTuningSection)
     training: TrainingSection = field(default_factory=TrainingSection)
     dpo: DpoSection = field(default_factory=DpoSection)
     samples: SamplesSection = field(default_factory=SamplesSection)
+    eval: EvalSection = field(default_factory=EvalSection)
     distributed: DistributedSection = field(default_factory=DistributedSection)
     # Runs go to <output_dir>/<name>-<timestamp>/.
     output_dir: str = "runs"
     schema_version: int = SCHEMA_VERSION
+
+    @property
+    def adapter_type(self) -> str:
+        """What trains: `adapter` as written, else lora or none as lora.enabled says."""
+        if self.adapter is None:
+            return "lora" if self.lora.enabled else "none"
+        return self.adapter
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -180,6 +244,7 @@ ALIASES: dict[str, dict[str, str]] = {
         "optim": "optimizer",
     },
     "lora": {"lora_alpha": "alpha", "lora_dropout": "dropout"},
+    "prompt_tuning": {"init_text": "prompt_tuning_init_text"},
 }
 
 
@@ -260,6 +325,9 @@ def _convert_union(value: Any, tp: Any, path: str, problems: list[PresetProblem]
     options = typing.get_args(tp)
     if value is None and type(None) in options:
         return None
+    choices = [o for o in options if o is not type(None)]
+    if len(choices) == 1 and typing.get_origin(choices[0]) is Literal:  # an optional choice: its own message
+        return _convert_choice(value, typing.get_args(choices[0]), path, problems)
     for option in options:
         if option is type(None):
             continue
@@ -380,6 +448,77 @@ def _unknown_key_message(key: str, valid: list[str]) -> str:
     return f"unknown key; {hint}"
 
 
+# PEFT's init_lora_weights values vlmtune can run (tests check them against PEFT's own list), and the ones PEFT
+# takes that need a data pass or a config of their own first.
+INIT_LORA_WEIGHTS = ("gaussian", "pissa", "olora", "orthogonal")
+INIT_NEEDS_SETUP = ("eva", "corda", "loftq", "lora_ga", "mica")
+# Optional packages by feature: (import name, pip extra). Checked without importing them (find_spec is cheap).
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow"}
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _option_problems(p: Preset) -> list[PresetProblem]:
+    """The training options of LLaMA-Factory / axolotl (adapters, DoRA, trackers, Liger, packing): what cannot
+    work is refused here, so `vlmtune check` says so before any weights load."""
+    out: list[PresetProblem] = []
+    init = p.lora.init_lora_weights
+    if isinstance(init, str) and p.adapter_type == "lora":
+        if init in INIT_NEEDS_SETUP:
+            out.append(PresetProblem("lora.init_lora_weights", f"{init!r} needs PEFT's own setup first (a data pass "
+                                     f"or its {init}_config), which vlmtune does not run; use one of "
+                                     f"true, false, {', '.join(INIT_LORA_WEIGHTS)}, pissa_niter_N"))
+        elif init not in INIT_LORA_WEIGHTS and not re.fullmatch(r"pissa_niter_[1-9][0-9]*", init):
+            close = difflib.get_close_matches(init, list(INIT_LORA_WEIGHTS), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            out.append(PresetProblem("lora.init_lora_weights", f"{init!r} is not a PEFT initialisation; {hint}valid: "
+                                     f"true, false, {', '.join(INIT_LORA_WEIGHTS)}, pissa_niter_N (e.g. pissa_niter_4)"))
+        elif init.startswith("pissa") and p.quantization != "none":
+            out.append(PresetProblem("lora.init_lora_weights", "PiSSA decomposes the full-precision weights, so it "
+                                     "cannot start from 4/8-bit ones; use quantization: none, or another init"))
+    if p.data.image_max_pixels is not None and p.data.image_max_pixels < 28 * 28:
+        out.append(PresetProblem("data.image_max_pixels", "must be at least 784 (28 x 28 pixels), e.g. 147456 for "
+                                 "384 x 384; leave it out for the processor's own resolution"))
+    for section in ("prompt_tuning", "prefix_tuning"):
+        if getattr(p, section).num_virtual_tokens <= 0:
+            out.append(PresetProblem(f"{section}.num_virtual_tokens", "must be a positive integer (8-100 is usual)"))
+    if p.adapter in ("lora", "prompt_tuning", "prefix_tuning") and not p.lora.enabled:
+        out.append(PresetProblem("lora.enabled", f"false means full fine-tuning (adapter: none), which contradicts "
+                                 f"adapter: {p.adapter}; remove lora.enabled"))
+    t = p.training
+    if p.adapter_type == "prefix_tuning" and t.gradient_checkpointing:
+        out.append(PresetProblem("training.gradient_checkpointing", "cannot go with adapter: prefix_tuning (PEFT's "
+                                 "prefix keys and values do not survive the recomputation: the first step fails); "
+                                 "set it to false, or use adapter: lora or prompt_tuning"))
+    package = TRACKER_PACKAGES.get(t.report_to)
+    if package and not _installed(package):
+        out.append(PresetProblem("training.report_to", f"{t.report_to} is not installed; install it with "
+                                 f"`pip install 'vlmtune[{t.report_to}]'`, or set training.report_to: none"))
+    if t.use_liger_kernel and not _installed("liger_kernel"):
+        out.append(PresetProblem("training.use_liger_kernel", "Liger kernels are not installed (the liger-kernel "
+                                 "package is missing); on a machine with a CUDA GPU run `pip install "
+                                 "'vlmtune[speed]'`, or set training.use_liger_kernel: false"))
+    if t.packing and p.task != "sft":
+        out.append(PresetProblem("training.packing", f"only for SFT: TRL's {p.task.upper()} trainer keeps each "
+                                 "prompt with its answers; set it to false (training.padding_free works there)"))
+    if t.packing and t.max_length is None:
+        out.append(PresetProblem("training.packing", "packs samples up to training.max_length, which is unset; "
+                                 "set training.max_length (e.g. 1024)"))
+    return out
+
+
+def _resolve_adapter(p: Preset) -> Preset:
+    """`adapter: none` means `lora.enabled: false` (the older spelling, which the engine reads). lora.enabled stays
+    true for prompt/prefix tuning: it reads "an adapter is trained and saved"."""
+    if p.adapter == "none" and p.lora.enabled:
+        return dataclasses.replace(p, lora=dataclasses.replace(p.lora, enabled=False))
+    return p
+
+
 def _check_values(p: Preset) -> list[PresetProblem]:
     """Range checks that types alone cannot express."""
     out: list[PresetProblem] = []
@@ -430,7 +569,7 @@ def _check_values(p: Preset) -> list[PresetProblem]:
                                               "by the gradient scaler); use bf16, fp32, or LoRA"))
     if p.precision == "fp32" and p.quantization == "4bit":
         out.append(PresetProblem("precision", "4-bit (QLoRA) computes in bf16 or fp16; use precision: auto"))
-    return out
+    return out + _option_problems(p)
 
 
 def preset_from_dict(raw: Any, source: str | None = None) -> Preset:
@@ -446,6 +585,7 @@ def preset_from_dict(raw: Any, source: str | None = None) -> Preset:
         preset = _build(Preset, raw, "", problems)
     except _Invalid:
         raise PresetError(problems, source) from None
+    preset = _resolve_adapter(preset)
     problems = _check_values(preset)
     if problems:
         raise PresetError(problems, source)

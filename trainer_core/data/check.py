@@ -1,21 +1,23 @@
 """`vlmtune data check`: load, detect, validate, measure and preview a dataset, as one report.
 
-Every problem the data has ends up in `problems` with its row, line and column; nothing here raises for
-bad data. Previews show a row as the model will see it (through the chat template) when a model is given.
+Every problem the data has ends up in `problems` with its row, line and column (the first MAX_PROBLEMS, then
+a count); nothing here raises for bad data. Rows are read and checked one batch at a time. Previews show a row as the model will see it (through the chat template) when a model is given.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from trainer_core.base.limits import DEFAULT_MAX_IMAGE_PIXELS, check_chat_template
 from trainer_core.base.safe_text import visible_controls
 from trainer_core.data.formats import detect_format
+from trainer_core.data.prepare import MAX_PROBLEMS
 from trainer_core.data.problems import DataError, DataProblem
 from trainer_core.data.sources import read_rows
-from trainer_core.data.stats import DataStats, stats_from_rows
+from trainer_core.data.stats import STATS_SAMPLE, DataStats, stats_from_rows
 from trainer_core.data.to_trl import convert_rows
 
 
@@ -30,6 +32,7 @@ class CheckReport:
     valid_rows: int = 0
     columns: dict[str, str] = field(default_factory=dict)  # role -> column
     columns_found: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # columns no role uses: listed, never dropped silently
     images: dict[str, Any] = field(default_factory=dict)
     problems: list[DataProblem] = field(default_factory=list)
     stats: DataStats | None = None
@@ -40,6 +43,7 @@ class CheckReport:
         return {
             "ok": self.ok, "source": self.source, "task": self.task, "format": self.format, "rows": self.rows,
             "valid_rows": self.valid_rows, "columns": self.columns, "columns_found": self.columns_found,
+            "ignored": self.ignored,
             "images": self.images, "problems": [p.to_dict() for p in self.problems],
             "stats": self.stats.to_dict() if self.stats else None, "previews": self.previews,
         }
@@ -125,34 +129,67 @@ def _load_renderer(model: str) -> tuple[Any, Any, bool]:
     return config, processing_class, is_vlm
 
 
+def _spread_indices(total: int, n: int) -> set[int]:
+    """At most n row indices spread evenly over total rows: the stats sample of a set read in batches."""
+    if total <= n:
+        return set(range(total))
+    step = total / n
+    return {int(i * step) for i in range(n)}
+
+
 def check_data(path: str, task: str, *, columns: dict[str, str] | None = None, fmt: str = "auto",
                model: str | None = None, preview: int = 3, limit: int | None = None,
                image_dir: str | None = None, subset: str | None = None, split: str = "train",
-               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> CheckReport:
+               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+               progress: Callable[[int, int], None] | None = None) -> CheckReport:
+    """Every row is validated, one batch at a time (memory stays bounded however large the set);
+    `progress(rows done, rows in all)` is called after each batch."""
     report = CheckReport(source=path, task=task)
     try:
         raw = read_rows(path, limit=limit, subset=subset, split=split)
-        report.rows = len(raw.rows)
+        report.rows = len(raw)
         report.columns_found = raw.columns
-        detected = detect_format(raw.columns, task, fmt, columns, source=raw.source)
+        if fmt == "auto" and raw.format_hint:
+            fmt = raw.format_hint
+        detected = detect_format(raw.columns, task, fmt, columns or raw.columns_hint, source=raw.source,
+                                 tags=raw.tags or None)
     except DataError as err:
         report.problems = err.problems
         return report
     report.format = detected.format.name
     report.format_description = detected.format.description
     report.columns = detected.mapping
+    report.ignored = list(detected.ignored)
     config, processing_class, is_vlm = _load_renderer(model) if model else (None, None, False)
     base = Path(image_dir) if image_dir else raw.base_dir
-    converted = convert_rows(raw.rows, detected, conversational=True, base_dir=base, line_numbers=raw.line_numbers,
-                             max_image_pixels=max_image_pixels)
-    report.problems = converted.problems
-    report.valid_rows = len(converted.rows)
+    wanted = _spread_indices(report.rows, STATS_SAMPLE)
+    sample: list[dict[str, Any]] = []  # converted rows spread over the set, for the stats
+    first: list[dict[str, Any]] = []  # the first converted rows, for previews
+    n_bad = n_images = rows_with_images = 0
+    for start, rows, lines in raw.iter_batches():
+        converted = convert_rows(rows, detected, conversational=True, base_dir=base, line_numbers=lines,
+                                 max_image_pixels=max_image_pixels)
+        for p in converted.problems:
+            n_bad += 1
+            if len(report.problems) < MAX_PROBLEMS:
+                report.problems.append(replace(p, row=start + p.row if p.row is not None else None))
+        for i, row in zip(converted.kept, converted.rows, strict=True):
+            report.valid_rows += 1
+            n_images += len(row.get("images", []))
+            rows_with_images += bool(row.get("images"))
+            if start + i in wanted:
+                sample.append(row)
+            if len(first) < max(1, preview):
+                first.append(row)
+        if progress is not None:
+            progress(start + len(rows), report.rows)
+    if n_bad > MAX_PROBLEMS:
+        report.problems.append(DataProblem(None, None, f"... and {n_bad - MAX_PROBLEMS:,} more rows with problems"))
     tokenizer = getattr(processing_class, "tokenizer", processing_class)
-    report.stats = stats_from_rows(converted.rows, report.rows, detected.format.name, tokenizer)
-    n_images = sum(len(r.get("images", [])) for r in converted.rows)
+    report.stats = stats_from_rows(sample, report.rows, detected.format.name, tokenizer)
     report.images = {
         "count": n_images,
-        "rows_with_images": sum(1 for r in converted.rows if r.get("images")),
+        "rows_with_images": rows_with_images,
         "width": vars(report.stats.image_width), "height": vars(report.stats.image_height),
     }
     if model and is_vlm and n_images:
@@ -162,9 +199,8 @@ def check_data(path: str, task: str, *, columns: dict[str, str] | None = None, f
         cost = processor_image_cost(processing_class, w, h) or image_cost(config, w, h)
         report.images["tokens_per_image"] = cost.tokens
         report.images["tokens_how"] = cost.how
-    report.first_image = next((i["path"] for r in converted.rows[:max(1, preview)] for i in r.get("images", [])
-                               if i.get("path")), None)
-    for row in converted.rows[:preview]:
+    report.first_image = next((i["path"] for r in first for i in r.get("images", []) if i.get("path")), None)
+    for row in first[:preview]:
         report.previews.append(_clip(render_templated(row, processing_class, is_vlm) if processing_class is not None
                                      else render_plain(row)))
     report.ok = not report.problems and report.valid_rows > 0
@@ -180,9 +216,8 @@ def format_report(r: CheckReport, max_problems: int = 30) -> str:
     if r.format:
         lines.append(f"format     {r.format} ({r.format_description})")
         lines.append("columns    " + ", ".join(f"{role} <- {col!r}" for role, col in r.columns.items()))
-        others = [c for c in r.columns_found if c not in r.columns.values()]
-        if others:
-            lines.append(f"ignored    {', '.join(others)}")
+        if r.ignored:
+            lines.append(f"ignored    {', '.join(r.ignored)} (no role uses them; map one with --columns ROLE=COLUMN)")
     if r.images.get("count"):
         w, h = r.images["width"], r.images["height"]
         lines.append(f"images     {r.images['count']} in {r.images['rows_with_images']} rows; width p50/p95/max "

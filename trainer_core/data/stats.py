@@ -112,10 +112,13 @@ def _spread(rows: list[Any], n: int) -> list[Any]:
 
 def dataset_stats(data: DataSection, task: str, tokenizer: Any = None, sample: int = STATS_SAMPLE) -> DataStats:
     raw = read_rows(data.path, limit=data.max_samples, subset=data.subset, split=data.split)
-    detected = detect_format(raw.columns, task, data.format, data.columns, source=raw.source)
+    fmt = data.format if data.format != "auto" or not raw.format_hint else raw.format_hint
+    detected = detect_format(raw.columns, task, fmt, data.columns or raw.columns_hint, source=raw.source,
+                             tags=raw.tags or None)
     base = Path(data.image_dir) if data.image_dir else raw.base_dir
-    converted = convert_rows(raw.rows[:sample], detected, conversational=True, base_dir=base, check_images=False)
-    return stats_from_rows(converted.rows, len(raw.rows), detected.format.name, tokenizer)
+    rows, _lines = raw.head(sample)  # the first rows only: a plan never reads the whole set
+    converted = convert_rows(rows, detected, conversational=True, base_dir=base, check_images=False)
+    return stats_from_rows(converted.rows, len(raw), detected.format.name, tokenizer)
 
 
 def stats_from_rows(rows: list[dict[str, Any]], total_rows: int, fmt: str, tokenizer: Any = None) -> DataStats:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from trainer_core.base.atomic import atomic_write_dir
 from trainer_core.chat import base_model_of, resolve_adapter
 from trainer_core.model.loading import ModelLoadError, load_model
+
+# PEFT adapter types whose weights merge_and_unload folds into the base model (DoRA and rsLoRA are LORA too).
+MERGEABLE = ("LORA",)
 
 
 def export_merged(run_or_adapter: str | Path, out: str | Path, *, base_model: str | None = None,
@@ -15,6 +19,13 @@ def export_merged(run_or_adapter: str | Path, out: str | Path, *, base_model: st
     from peft import PeftModel
 
     adapter = resolve_adapter(run_or_adapter)
+    kind = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")).get("peft_type", "LORA")
+    if kind not in MERGEABLE:
+        # Prompt and prefix tuning train extra inputs, not weight deltas: there is nothing to add to the weights.
+        raise ModelLoadError(f"{adapter} is a {kind} adapter, which cannot be merged into the base weights (it "
+                             "trains virtual tokens, not weight changes). Use it as it is: `vlmtune chat --adapter "
+                             "RUN_DIR`, or PEFT's PeftModel.from_pretrained(base, ADAPTER); train with adapter: lora "
+                             "for a mergeable model")
     base = base_model or base_model_of(adapter)
     if not base:
         raise ModelLoadError(f"{adapter} does not name its base model; pass --base-model")

@@ -44,6 +44,18 @@ def _idefics3(config: Any, width: int, height: int, splitting: bool = True,
                      f"{rows}x{cols} tiles of {tile}px + global view, {per_tile_tokens} tokens each", tiles)
 
 
+def idefics3_longest_edge(config: Any, image_max_pixels: int) -> int:
+    """data.image_max_pixels in SmolVLM/Idefics3's terms: the longest edge (size={"longest_edge": ...}) in whole
+    tiles, so that a square image stays within the pixel budget (at least one tile)."""
+    tile = _side(config.vision_config.image_size)
+    return max(tile, math.floor(math.sqrt(image_max_pixels) / tile) * tile)
+
+
+def has_resolution_knob(config: Any) -> bool:
+    """Whether data.image_max_pixels changes this model's image tokens (fixed-size encoders such as LLaVA's: no)."""
+    return config.model_type in ("idefics3", "smolvlm", "qwen2_vl", "qwen2_5_vl")
+
+
 def _smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = QWEN_MIN_PIXELS,
                   max_pixels: int = QWEN_MAX_PIXELS) -> tuple[int, int]:
     """Qwen2-VL's resize: both sides multiples of `factor`, area within [min_pixels, max_pixels]."""
@@ -71,11 +83,16 @@ def _qwen_vl(config: Any, width: int, height: int, max_pixels: int = QWEN_MAX_PI
 
 
 def image_cost(config: Any, width: int | None = None, height: int | None = None,
-               processor: dict[str, Any] | None = None) -> ImageCost:
-    """Tokens and patches for one image of `width` x `height` (default 768x768)."""
+               processor: dict[str, Any] | None = None, image_max_pixels: int | None = None) -> ImageCost:
+    """Tokens and patches for one image of `width` x `height` (default 768x768); `image_max_pixels` is the
+    preset's data.image_max_pixels, in each processor's own terms."""
     width, height = width or DEFAULT_IMAGE_SIZE[0], height or DEFAULT_IMAGE_SIZE[1]
-    processor = processor or {}
+    processor = dict(processor or {})
     kind = config.model_type
+    if image_max_pixels and kind in ("idefics3", "smolvlm"):
+        processor["size"] = {"longest_edge": idefics3_longest_edge(config, image_max_pixels)}
+    elif image_max_pixels and kind in ("qwen2_vl", "qwen2_5_vl"):
+        processor["max_pixels"] = min(image_max_pixels, processor.get("max_pixels", QWEN_MAX_PIXELS))
     if getattr(config, "mm_tokens_per_image", None):  # Gemma 3: pooled to a fixed count
         n = int(config.mm_tokens_per_image)
         v = config.vision_config

@@ -174,6 +174,30 @@ def load_processing_class(name_or_path: str, is_vlm: bool, *, trust_remote_code:
     return proc, tokenizer
 
 
+def apply_image_max_pixels(processor: Any, config: Any, image_max_pixels: int | None) -> str | None:
+    """Set data.image_max_pixels on a VLM processor in its own terms (SmolVLM/Idefics3: the longest edge in whole
+    tiles; Qwen2-VL: max_pixels). Returns why it has no effect (a fixed-size model such as LLaVA), else None."""
+    from trainer_core.model.image_tokens import has_resolution_knob, idefics3_longest_edge
+
+    image_processor = getattr(processor, "image_processor", None)
+    if not image_max_pixels or image_processor is None:
+        return None
+    kind = config.model_type
+    if not has_resolution_knob(config):
+        return (f"data.image_max_pixels has no effect on {kind}: its processor resizes every image to one fixed "
+                "size (the image tokens per image do not change)")
+    if kind in ("idefics3", "smolvlm"):
+        image_processor.size = {"longest_edge": idefics3_longest_edge(config, image_max_pixels)}
+    else:  # Qwen2-VL / Qwen2.5-VL: size carries the pixel budget (min as shortest_edge, max as longest_edge)
+        size = dict(image_processor.size or {})
+        low = min(int(size.get("shortest_edge") or 56 * 56), image_max_pixels)
+        image_processor.size = {"shortest_edge": low, "longest_edge": image_max_pixels}
+        for name, value in (("max_pixels", image_max_pixels), ("min_pixels", low)):
+            if hasattr(image_processor, name):
+                setattr(image_processor, name, value)
+    return None
+
+
 def load_model(name_or_path: str, *, precision: str = "auto", quantization: str = "none",
                trust_remote_code: bool = False, revision: str | None = None,
                attn_implementation: str | None = None, device_map: Any = None, config: Any = None,

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from trainer_core.config.presets import DataSection, LoraSection, ModelSection, Preset, TrainingSection
 from trainer_core.plan.memory import TrainSettings, compute_precision
-from trainer_core.plan.planner import PlanReport, plan_for, text_tokens_within
+from trainer_core.plan.planner import PlanOptions, PlanReport, plan_for, text_tokens_within
 from trainer_core.plan.probe import MachineInfo
 from trainer_core.plan.recommend import Target, precision_for
 
@@ -35,6 +35,7 @@ class PlanInputs:
     lora: LoraSection
     data: DataSection | None  # None: no data to measure (a draft without a path yet)
     trust_remote_code: bool = False
+    options: PlanOptions = PlanOptions()
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,24 @@ def sections(preset: PresetLike) -> PresetSections:
         lora=_section(LoraSection, preset.get("lora")), training=_section(TrainingSection, preset.get("training")))
 
 
+def plan_options(preset: PresetLike, image_max_pixels: int | None = None) -> PlanOptions:
+    """The adapter, packing and image-resolution options of `preset` (`image_max_pixels`: plan's flag, which wins)."""
+    get = preset.get if isinstance(preset, Mapping) else (lambda k, d=None: getattr(preset, k, d))
+    s = sections(preset)
+    adapter = str(get("adapter", "lora") or "lora")
+    adapter = "none" if adapter == "lora" and not s.lora.enabled else adapter
+    section = get(adapter) if adapter in ("prompt_tuning", "prefix_tuning") else None
+    value = (section.get if isinstance(section, Mapping) else (lambda k, d=None: getattr(section, k, d)))
+    return PlanOptions(
+        adapter=adapter, virtual_tokens=int(value("num_virtual_tokens", 20) or 20) if section is not None else 0,
+        prefix_projection=bool(value("prefix_projection", False)) if section is not None else False,
+        padding_free=bool(getattr(s.training, "padding_free", False)), packing=bool(getattr(s.training, "packing", False)),
+        image_max_pixels=image_max_pixels or (s.data.image_max_pixels if s.data is not None else None))
+
+
 def plan_inputs(preset: PresetLike, *, data: str | None = None, effective_batch: int | None = None,
-                max_length: int | None = None, trust_remote_code: bool = False) -> PlanInputs:
+                max_length: int | None = None, trust_remote_code: bool = False,
+                image_max_pixels: int | None = None) -> PlanInputs:
     """The planner's inputs for `preset`; the keyword arguments are `vlmtune plan`'s overrides
     (--data replaces data.path only: the section's format, columns, subset, split and max_samples stay)."""
     s = sections(preset)
@@ -85,7 +102,8 @@ def plan_inputs(preset: PresetLike, *, data: str | None = None, effective_batch:
         model=s.model.name_or_path, task=s.task,
         effective_batch=max(1, effective_batch or int(t.micro_batch_size) * int(t.gradient_accumulation_steps)),
         max_length=max_length or t.max_length, lora=s.lora, data=section,
-        trust_remote_code=bool(s.model.trust_remote_code or trust_remote_code))
+        trust_remote_code=bool(s.model.trust_remote_code or trust_remote_code),
+        options=plan_options(preset, image_max_pixels))
 
 
 def plan_report(inputs: PlanInputs, *, gpu_mib: int | None = None, machine: MachineInfo | None = None,
@@ -94,15 +112,16 @@ def plan_report(inputs: PlanInputs, *, gpu_mib: int | None = None, machine: Mach
     return plan_for(inputs.model, inputs.task, data_section=inputs.data, gpu_mib=gpu_mib, machine=machine,
                     gpu_index=gpu_index, effective_batch=inputs.effective_batch, max_length=inputs.max_length,
                     trust_remote_code=inputs.trust_remote_code, lora_r=inputs.lora.r,
-                    lora_dropout=inputs.lora.dropout, lora=inputs.lora, **loaded)
+                    lora_dropout=inputs.lora.dropout, lora=inputs.lora, options=inputs.options, **loaded)
 
 
 def plan_preset_report(preset: PresetLike, *, gpu_mib: int | None = None, machine: MachineInfo | None = None,
                        gpu_index: int = 0, data: str | None = None, effective_batch: int | None = None,
-                       max_length: int | None = None, trust_remote_code: bool = False, **loaded: Any) -> PlanReport:
+                       max_length: int | None = None, trust_remote_code: bool = False,
+                       image_max_pixels: int | None = None, **loaded: Any) -> PlanReport:
     """The plan for `preset` on a GPU of `gpu_mib`, else on `machine` (probed when neither is given)."""
     inputs = plan_inputs(preset, data=data, effective_batch=effective_batch, max_length=max_length,
-                         trust_remote_code=trust_remote_code)
+                         trust_remote_code=trust_remote_code, image_max_pixels=image_max_pixels)
     return plan_report(inputs, gpu_mib=gpu_mib, machine=machine, gpu_index=gpu_index, **loaded)
 
 
@@ -130,4 +149,6 @@ def settings_for(preset: PresetLike, report: PlanReport, *, precision: str | Non
         lora_targets=lora.target_modules, lora_dropout=float(lora.dropout),
         train_vision_tower=bool(lora.train_vision_tower), micro_batch_size=int(t.micro_batch_size),
         gradient_accumulation_steps=int(t.gradient_accumulation_steps), text_tokens=text, answer_tokens=answer,
-        gradient_checkpointing=bool(t.gradient_checkpointing), optimizer=t.optimizer)
+        gradient_checkpointing=bool(t.gradient_checkpointing), optimizer=t.optimizer,
+        adapter=goal.adapter if lora.enabled else "none", use_dora=bool(getattr(lora, "use_dora", False)),
+        virtual_tokens=goal.virtual_tokens, prefix_projection=goal.prefix_projection)

@@ -79,10 +79,17 @@ class TrainSettings:
     vision_patches_per_image: int = 0  # patches the vision encoder sees per image (all tiles)
     gradient_checkpointing: bool = False
     optimizer: str = "adamw_torch_fused"
+    # lora | prompt_tuning | prefix_tuning | none; `lora` above is False exactly for none (full fine-tuning)
+    adapter: str = "lora"
+    use_dora: bool = False
+    # prompt/prefix tuning: the trained virtual tokens (prompt tuning also lengthens every sequence by them)
+    virtual_tokens: int = 0
+    prefix_projection: bool = False
 
     @property
     def seq_len(self) -> int:
-        return int(self.text_tokens + round(self.images_per_sample * self.image_tokens_per_image))
+        prompt = self.virtual_tokens if self.adapter == "prompt_tuning" else 0
+        return int(self.text_tokens + prompt + round(self.images_per_sample * self.image_tokens_per_image))
 
 
 @dataclass(frozen=True)
@@ -134,9 +141,35 @@ def lora_param_dtype_bytes(s: TrainSettings) -> int:
 
 
 def trainable_params(info: ModelInfo, s: TrainSettings) -> int:
-    if s.lora:
-        return info.lora_params(s.lora_r, s.lora_targets, include_vision=s.train_vision_tower)
-    return info.total_params
+    """As PEFT's get_nb_trainable_parameters counts them (tests/options compares the two on the demo models)."""
+    t = info.text
+    if not s.lora:
+        return info.total_params
+    if s.adapter == "prompt_tuning":  # one embedding row per virtual token
+        return s.virtual_tokens * t.hidden_size
+    if s.adapter == "prefix_tuning":  # a key and a value per virtual token and layer
+        d = t.num_kv_heads * t.head_dim  # PEFT's token_dim under grouped-query attention: the kv width
+        kv = t.num_layers * 2 * d
+        if not s.prefix_projection:
+            return s.virtual_tokens * kv
+        # an embedding of width d, then Linear(d, d) -> Tanh -> Linear(d, kv), with biases
+        return s.virtual_tokens * d + (d * d + d) + (d * kv + kv)
+    n = info.lora_params(s.lora_r, s.lora_targets, include_vision=s.train_vision_tower)
+    if s.use_dora:  # DoRA's magnitude vector: one per output feature of each adapted layer
+        n += sum(ly.out_features for ly in info.lora_targets(s.lora_targets, s.train_vision_tower))
+    return n
+
+
+def dora_bytes(info: ModelInfo, s: TrainSettings, act_bytes: int) -> tuple[float, int]:
+    """(stored bytes per token, forward working set) DoRA adds. PEFT's DoRA keeps the base and the LoRA output of
+    each adapted layer for the magnitude's gradient, and builds one layer's dense B @ A (fp32) and the weight's
+    column norm in the forward."""
+    if not (s.lora and s.adapter == "lora" and s.use_dora):
+        return 0.0, 0
+    adapted = [ly for ly in info.lora_targets(s.lora_targets, s.train_vision_tower) if ly.component == "language"]
+    per_token = sum(ly.out_features for ly in adapted) * (act_bytes + lora_param_dtype_bytes(s))
+    dense = max((ly.in_features * ly.out_features for ly in adapted), default=0) * 4 * 2
+    return per_token, dense
 
 
 def _layer_activation_bytes(info: ModelInfo, s: TrainSettings, act_bytes: int) -> float:
@@ -150,7 +183,7 @@ def _layer_activation_bytes(info: ModelInfo, s: TrainSettings, act_bytes: int) -
         + 2 * h  # o_proj input (contiguous copy of the attention output)
         + 8 * inter  # SwiGLU: gate out, up out, act(gate), product
     )
-    if s.lora:
+    if s.lora and s.adapter == "lora":  # prompt/prefix tuning adapt no layer: only the frozen model's activations
         adapted = [ly for ly in info.lora_targets(s.lora_targets, s.train_vision_tower) if ly.component == "language"]
         per_layer_in = sum(ly.in_features for ly in adapted) / max(1, t.num_layers)
         if s.quantization == "none" and act_bytes == 2:
@@ -228,6 +261,12 @@ def estimate_memory(info: ModelInfo, s: TrainSettings) -> MemoryEstimate:
         activations = tokens * (layers * act_bytes * info.text.hidden_size + per_layer)
     else:
         activations = tokens * layers * per_layer
+    dora_token, dora_dense = dora_bytes(info, s, act_bytes)
+    if dora_token:
+        # Counted with the activations (recomputed per layer under checkpointing, like the rest of a layer).
+        dora_stored = tokens * (dora_token / max(1, layers) if s.gradient_checkpointing else dora_token)
+        activations += int(dora_stored + dora_dense)
+        notes.append(f"DoRA adds {(dora_stored + dora_dense) / GIB:.2f} GiB of activations over plain LoRA")
     logits = _fused_head_bytes(info, s, act_bytes, rows)
     vision_stored, vision_transient = _vision_bytes(info, s, act_bytes)
     # foreach optimizers build temporaries the size of the parameters during the step

@@ -19,6 +19,20 @@ TEMPLATE_TOKENS = 32  # role markers and special tokens a chat template adds aro
 
 
 @dataclass(frozen=True)
+class PlanOptions:
+    """The preset's training options beyond LoRA's section that change memory or tokens."""
+
+    adapter: str = "lora"  # lora | prompt_tuning | prefix_tuning | none
+    virtual_tokens: int = 0
+    prefix_projection: bool = False
+    # padding_free: batches hold the samples' own tokens, not the longest sample's times the batch;
+    # packing: every row is filled to max_length
+    padding_free: bool = False
+    packing: bool = False
+    image_max_pixels: int | None = None  # data.image_max_pixels / `plan --image-max-pixels`
+
+
+@dataclass(frozen=True)
 class PlanReport:
     model: ModelInfo
     stats: DataStats | None
@@ -66,28 +80,39 @@ def text_tokens_within(text_tokens: int, max_length: int, images_per_sample: flo
 
 def goal_for(info: ModelInfo, config: Any, task: str, stats: DataStats | None, *, effective_batch: int = 16,
              max_length: int | None = None, lora_r: int = 16, lora_dropout: float = 0.05,
-             processor: Any = None, lora: Any = None,
+             processor: Any = None, lora: Any = None, options: PlanOptions | None = None,
              default_text: int = DEFAULT_TEXT_TOKENS) -> tuple[Goal, ImageCost | None]:
     """`default_text`: tokens per sample when there are no statistics (max_length when data was given but
     could not be read: the longest sample the run allows)."""
     image = None
     images_per_sample = 0.0
+    options = options or PlanOptions()
     if info.is_vlm:
         width = stats.image_width.p95 if stats and stats.image_width.max else None
         height = stats.image_height.p95 if stats and stats.image_height.max else None
+        if processor is not None and options.image_max_pixels:
+            from trainer_core.model.loading import apply_image_max_pixels
+
+            apply_image_max_pixels(processor, config, options.image_max_pixels)
         exact = processor_image_cost(processor, width, height) if processor is not None else None
-        image = image_cost(config, width, height)
+        image = image_cost(config, width, height, image_max_pixels=options.image_max_pixels)
         if exact is not None:  # the processor's count; the encoder's patches per tile come from the config
             per_tile = image.patches // max(1, image.tiles)
             image = ImageCost(exact.tokens, exact.tiles * per_tile if per_tile else exact.patches, exact.how,
                               exact.tiles)
         images_per_sample = stats.images_per_row if stats else 1.0
-    if stats:
+    if stats and options.padding_free and not info.is_vlm:
+        # Without padding a batch holds its samples' own tokens: a long-tail sample no longer sets every row.
+        text = stats.total_tokens.p95 + TEMPLATE_TOKENS
+        answer = stats.answer_tokens.p95 + 2
+    elif stats:
         # Batches pad to their longest sample, so the peak comes from the longest one, not a typical one.
         text = stats.total_tokens.max + TEMPLATE_TOKENS
         answer = stats.answer_tokens.max + 2
     else:
         text, answer = default_text, DEFAULT_TEXT_TOKENS // 4
+    if options.packing and max_length and not info.is_vlm:
+        text = int(max_length)  # each row is filled up to max_length with several samples
     if max_length:
         text = text_tokens_within(text, max_length, images_per_sample, image.tokens if image else 0)
         answer = min(answer, text)
@@ -96,7 +121,9 @@ def goal_for(info: ModelInfo, config: Any, task: str, stats: DataStats | None, *
     goal = Goal(task=task, effective_batch=effective_batch, text_tokens=text, answer_tokens=answer,
                 images_per_sample=images_per_sample, image_tokens_per_image=image.tokens if image else 0,
                 vision_patches_per_image=image.patches if image else 0, lora_r=lora_r, lora_dropout=lora_dropout,
-                **({"lora": lora.enabled, "lora_targets": lora.target_modules,
+                adapter=options.adapter, virtual_tokens=options.virtual_tokens,
+                prefix_projection=options.prefix_projection,
+                **({"lora": lora.enabled, "lora_targets": lora.target_modules, "use_dora": lora.use_dora,
                     "train_vision_tower": lora.train_vision_tower} if lora is not None else {}))
     return goal, image
 
@@ -105,7 +132,7 @@ def plan_for(model: str, task: str, *, data: str | None = None, gpu_mib: int | N
              effective_batch: int = 16, max_length: int | None = None, machine: MachineInfo | None = None,
              trust_remote_code: bool = False, data_section: Any = None, lora_r: int = 16,
              lora_dropout: float = 0.05, lora: Any = None, gpu_index: int = 0, config: Any = None,
-             processor: Any = None, stats: DataStats | None = None) -> PlanReport:
+             processor: Any = None, stats: DataStats | None = None, options: PlanOptions | None = None) -> PlanReport:
     """`lora` is a preset's LoraSection: its mode, targets and vision setting are planned as they are.
     A preset plans through trainer_core.plan.from_preset, which fills these from its sections.
     `config`, `processor` and `stats` are what a run already loaded (the fit check): given, none is read again."""
@@ -128,13 +155,49 @@ def plan_for(model: str, task: str, *, data: str | None = None, gpu_mib: int | N
         machine = probe()
     unmeasured = note is not None and bool(max_length)
     goal, image = goal_for(info, config, task, stats, effective_batch=effective_batch, max_length=max_length,
-                           lora_r=lora_r, lora_dropout=lora_dropout, lora=lora,
+                           lora_r=lora_r, lora_dropout=lora_dropout, lora=lora, options=options,
                            processor=processor if info.is_vlm else None,
                            default_text=int(max_length) if unmeasured else DEFAULT_TEXT_TOKENS)
     plan = recommend(info, target_for(machine, gpu_mib, gpu_index), goal)
+    plan = _offer_lower_resolution(plan, info, config, goal, stats, options or PlanOptions())
     if note is not None:
         note = _unmeasured_note(note, max_length, image)
     return PlanReport(info, stats, image, goal, plan, note)
+
+
+# data.image_max_pixels offered when memory is tight: 768x768, 512x512 and 384x384 (one SmolVLM tile).
+LOWER_RESOLUTIONS = (589824, 262144, 147456)
+
+
+def _offer_lower_resolution(plan: Any, info: ModelInfo, config: Any, goal: Goal, stats: DataStats | None,
+                            options: PlanOptions) -> Any:
+    """Where memory is tight (it does not fit, or only with 4-bit or checkpointing), the first lever of a VLM:
+    fewer pixels per image, with its token and memory effect, beside the plan's own choices."""
+    from dataclasses import replace
+
+    from trainer_core.model.image_tokens import has_resolution_knob
+    from trainer_core.plan.memory import estimate_memory
+
+    s = plan.settings
+    tight = not plan.fits or s.quantization != "none" or s.gradient_checkpointing
+    if not (info.is_vlm and tight and goal.image_tokens_per_image and has_resolution_knob(config)):
+        return plan
+    width = stats.image_width.p95 if stats and stats.image_width.max else None
+    height = stats.image_height.p95 if stats and stats.image_height.max else None
+    offers, seen = [], set()
+    for pixels in LOWER_RESOLUTIONS:
+        if options.image_max_pixels and pixels >= options.image_max_pixels:
+            continue
+        cost = image_cost(config, width, height, image_max_pixels=pixels)
+        if cost.tokens >= goal.image_tokens_per_image or cost.tokens in seen:
+            continue
+        seen.add(cost.tokens)
+        est = estimate_memory(info, replace(s, image_tokens_per_image=cost.tokens,
+                                            vision_patches_per_image=cost.patches))
+        offers.append(f"data.image_max_pixels: {pixels} (about {int(pixels ** 0.5)}x{int(pixels ** 0.5)} px): "
+                      f"{cost.tokens} image tokens per image instead of {goal.image_tokens_per_image}, needs "
+                      f"{gib(est.required)} instead of {gib(plan.estimate.required)} with the settings above")
+    return replace(plan, suggestions=[*plan.suggestions, *offers]) if offers else plan
 
 
 def measure_data(section: Any, task: str, tokenizer: Any = None) -> tuple[DataStats | None, str | None]:

@@ -29,6 +29,11 @@ class Goal:
     lora_targets: Any = "auto"
     train_vision_tower: bool = False
     lora_dropout: float = 0.05  # the preset default; dropout keeps a mask per adapted input
+    # the preset's adapter and its options (TrainSettings has the meaning of each)
+    adapter: str = "lora"
+    use_dora: bool = False
+    virtual_tokens: int = 0
+    prefix_projection: bool = False
     margin: float = 0.10  # share of the available memory kept free
 
 
@@ -112,6 +117,8 @@ def _settings(goal: Goal, precision: str, quantization: str, gc: bool, micro: in
         image_tokens_per_image=goal.image_tokens_per_image, vision_patches_per_image=goal.vision_patches_per_image,
         gradient_checkpointing=gc,
         optimizer="paged_adamw_8bit" if quantization != "none" or not goal.lora else "adamw_torch_fused",
+        adapter=goal.adapter if goal.lora else "none", use_dora=goal.use_dora, virtual_tokens=goal.virtual_tokens,
+        prefix_projection=goal.prefix_projection,
     )
 
 
@@ -151,7 +158,9 @@ def recommend(info: ModelInfo, target: Target, goal: Goal) -> Plan:
     choice = None
     for q in quantizations:
         micro_plain, est_plain = _largest_fitting(info, goal, budget, precision, q, False, goal.lora_r)
-        micro_gc, est_gc = _largest_fitting(info, goal, budget, precision, q, True, goal.lora_r)
+        # PEFT's prefix tuning fails under checkpointing (the preset check refuses it): never recommend it there.
+        micro_gc, est_gc = ((None, None) if goal.adapter == "prefix_tuning"
+                            else _largest_fitting(info, goal, budget, precision, q, True, goal.lora_r))
         if micro_plain is None and micro_gc is None:
             continue
         # Checkpointing costs ~30% more compute; take it only when it buys a 4x larger micro-batch.
@@ -161,7 +170,7 @@ def recommend(info: ModelInfo, target: Target, goal: Goal) -> Plan:
             choice = (q, True, micro_gc, est_gc)
         break
     r = goal.lora_r
-    if choice is None and target.backend == "cuda" and goal.lora:  # last resorts: a smaller rank
+    if choice is None and target.backend == "cuda" and goal.lora and goal.adapter == "lora":  # last: a smaller rank
         for r in (8, 4):
             micro, est = _largest_fitting(info, goal, budget, precision, "4bit", True, r)
             if micro is not None:
@@ -196,10 +205,14 @@ def recommend(info: ModelInfo, target: Target, goal: Goal) -> Plan:
     reasons.append(Reason("gradient_accumulation_steps", s.gradient_accumulation_steps,
                           f"{micro} x {s.gradient_accumulation_steps} = effective batch "
                           f"{micro * s.gradient_accumulation_steps} (goal {goal.effective_batch})"))
-    if goal.lora:
+    if goal.lora and goal.adapter in ("prompt_tuning", "prefix_tuning"):
+        reasons.append(Reason("adapter", goal.adapter, f"{est.trainable_params:,} trainable parameters "
+                                                       f"({goal.virtual_tokens} virtual tokens); the model stays frozen"))
+    elif goal.lora:
+        dora = " (DoRA: + a magnitude per output feature, and more activations)" if goal.use_dora else ""
         reasons.append(Reason("lora.r", r, f"{est.trainable_params:,} trainable parameters "
                                            f"({gib(est.components['lora'] + est.components['optimizer'])} with "
-                                           "optimizer states)" + ("" if r == goal.lora_r else "; lowered to fit")))
+                                           "optimizer states)" + dora + ("" if r == goal.lora_r else "; lowered to fit")))
     else:
         reasons.append(Reason("lora", "disabled", f"full fine-tuning: all {est.trainable_params:,} parameters "
                                                   f"train ({gib(est.components['optimizer'])} of optimizer states)"))
@@ -223,9 +236,9 @@ def _why_micro(info: ModelInfo, goal: Goal, s: TrainSettings, est: MemoryEstimat
 def _no_fit(info: ModelInfo, target: Target, goal: Goal, precision: str, reasons: list[Reason],
             budget: int) -> Plan:
     q = "4bit" if target.backend == "cuda" and goal.lora else "none"
-    s = _settings(goal, precision, q, True, 1, 8)
+    s = _settings(goal, precision, q, goal.adapter != "prefix_tuning", 1, 8)
     est = estimate_memory(info, s)
-    what = "LoRA r=8" if goal.lora else "full fine-tuning"
+    what = ("LoRA r=8" if goal.adapter == "lora" else goal.adapter.replace("_", " ")) if goal.lora else "full fine-tuning"
     suggestions = [f"the smallest configuration ({q} weights, gradient checkpointing, micro-batch 1, {what}) "
                    f"needs {gib(est.required)}; {gib(budget)} is usable on {target.name}"]
     # How short would the sequences have to be?

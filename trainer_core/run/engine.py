@@ -511,8 +511,16 @@ class _Run:
         if self.main:
             atomic_write_text(self.paths.preset, preset.to_yaml())
         self._write_summary()
+        if preset.eval.every_steps > 0:  # the task metric during training; best_step goes in the summary
+            from trainer_core.eval.during import TaskEvalCallback
+
+            callbacks = [*callbacks, TaskEvalCallback(preset, self.events, self.ctx, self.summary)]
         self.trainer, self.resume_ckpt, self.loaded, self.make = _build_trainer(
             preset, self.paths, self.events, self.stop, self.ctx, start.checkpoint if start else None, callbacks)
+        if self.main and not self.resuming:  # at the start only: a resume re-splits, and these rows must not move
+            from trainer_core.eval.heldout import record_heldout
+
+            record_heldout(self.root, self.ctx.inputs.data.eval)  # what `vlmtune eval` scores by default
         if self.resume_ckpt is not None:
             self.summary["resumed_from"] = {"step": self.resumed_step, "checkpoint": str(self.resume_ckpt),
                                             "at": time.time()}
@@ -609,9 +617,10 @@ def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: S
                    resume_ckpt: Path | None, callbacks: list[Any]):
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from trainer_core.config.library_args import lora_config, trainer_args
+    from trainer_core.config.library_args import check_for_model, lora_config, trainer_args
     from trainer_core.data.prepare import prepare_dataset
     from trainer_core.model.loading import (
+        apply_image_max_pixels,
         is_vision_config,
         load_config,
         load_model,
@@ -628,8 +637,17 @@ def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: S
     processing_class, tokenizer = load_processing_class(
         m.name_or_path, is_vlm, trust_remote_code=m.trust_remote_code, revision=m.revision)
     check_chat_template(processing_class if is_vlm else tokenizer, is_vlm)  # a runaway template fails here, fast
-    data = prepare_dataset(preset.data, preset.task, conversational=bool(getattr(tokenizer, "chat_template", None)),
-                           is_vlm=is_vlm, seed=preset.training.seed)
+    check_for_model(preset, is_vlm=is_vlm)  # adapters and packing a VLM cannot take: refused before any weights
+    note = apply_image_max_pixels(processing_class, config, preset.data.image_max_pixels) if is_vlm else None
+    if note:  # a fixed-resolution model: the option does nothing, and the user should know
+        events.emit(LogMessage(level="warning", message=note))
+    from trainer_core.data.to_trl import template_supports_tools
+
+    templated = bool(getattr(tokenizer, "chat_template", None))
+    data = prepare_dataset(preset.data, preset.task, conversational=templated, is_vlm=is_vlm,
+                           seed=preset.training.seed,
+                           # rows with tool calls train only where the template renders them (never dropped)
+                           tools_supported=template_supports_tools(tokenizer) if templated else False)
     ctx.inputs = RunInputs(config, processing_class, tokenizer, data)
     if data.skipped:
         events.emit(LogMessage(level="warning", message=f"skipped {len(data.skipped)} invalid rows "

@@ -10,9 +10,9 @@ import sys
 
 from trainer_core import __version__
 from trainer_core.base.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, VlmtuneError
-from tui.cli import chat, check, data, demo, export, export_config, monitor, plan, probe, train
+from tui.cli import chat, check, data, demo, eval, export, export_config, monitor, plan, probe, train
 
-COMMANDS = (train, export_config, monitor, check, chat, export, data, probe, plan, demo)
+COMMANDS = (train, export_config, monitor, check, chat, export, data, probe, plan, demo, eval)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ def register(sub) -> None:  # noqa: ANN001
     p.add_argument("--format", default="auto", help="auto, or a format name to insist on")
     p.add_argument("--model", help="model folder (or hub id) whose tokenizer/template renders and counts")
     p.add_argument("--preview", type=int, default=3, metavar="N", help="examples to show (default 3)")
-    p.add_argument("--limit", type=int, help="read only the first N rows")
+    p.add_argument("--limit", type=int, help="read only the first N rows (a quick look at a large set)")
     p.add_argument("--image-dir", help="folder that relative image paths start from")
     p.add_argument("--subset", help="hub dataset config name")
     p.add_argument("--split", default="train")
@@ -39,6 +39,27 @@ def parse_columns(text: str | None) -> dict[str, str]:
     return out
 
 
+def progress_bar():  # noqa: ANN201
+    """A rows-checked bar on stderr, shown only on a terminal and only once a check has run a second: a small
+    set or a redirected stderr shows nothing, and stdout (the report, or --json) is never written to."""
+    import sys
+
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit=" rows", desc="checking", file=sys.stderr, delay=1.0, disable=None,
+                       leave=False, dynamic_ncols=True)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
 def run_check(args: argparse.Namespace) -> int:
     import json
 
@@ -49,6 +70,6 @@ def run_check(args: argparse.Namespace) -> int:
     quiet_libraries()
     report = check_data(args.path, args.task, columns=parse_columns(args.columns), fmt=args.format,
                         model=args.model, preview=args.preview, limit=args.limit, image_dir=args.image_dir,
-                        subset=args.subset, split=args.split)
+                        subset=args.subset, split=args.split, progress=progress_bar())
     print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else format_report(report))
     return EXIT_OK if report.ok else EXIT_FAILED

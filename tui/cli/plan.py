@@ -19,6 +19,9 @@ def register(sub) -> None:  # noqa: ANN001
     p.add_argument("--gpu-mib", type=int, help="plan for a GPU with this much free memory instead of this machine")
     p.add_argument("--effective-batch", type=int, help="samples per optimizer step (default 16)")
     p.add_argument("--max-length", type=int, help="cap on tokens per sample")
+    p.add_argument("--image-max-pixels", type=int, metavar="PIXELS",
+                   help="plan with images downsized to about this many pixels (data.image_max_pixels, e.g. 147456 "
+                        "for 384x384): fewer image tokens")
     p.add_argument("--json", action="store_true")
     p.add_argument("--write", metavar="PRESET_OUT", help="write the recommendation as a preset")
     p.add_argument("--probe-run", action="store_true",
@@ -29,11 +32,13 @@ def register(sub) -> None:  # noqa: ANN001
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer_core.plan.planner import plan_for
+    from trainer_core.plan.planner import PlanOptions, plan_for
 
     quiet_libraries()
     if args.gpu_mib is not None and args.gpu_mib <= 0:
         raise UsageError("--gpu-mib must be a positive number of MiB (e.g. 24576 for a 24 GiB GPU)")
+    if args.image_max_pixels is not None and args.image_max_pixels < 28 * 28:
+        raise UsageError("--image-max-pixels must be at least 784 (28 x 28 pixels), e.g. 147456 for 384 x 384")
     preset = load_preset(args.preset, args.set) if args.preset else None
     if preset is not None:
         confirm_trust(preset, args.trust_remote_code, args.preset)
@@ -43,13 +48,15 @@ def run(args: argparse.Namespace) -> int:
         model, task = preset.model.name_or_path, preset.task
         report = plan_preset_report(preset, gpu_mib=args.gpu_mib, data=args.data,
                                     effective_batch=args.effective_batch, max_length=args.max_length,
-                                    trust_remote_code=args.trust_remote_code)
+                                    trust_remote_code=args.trust_remote_code,
+                                    image_max_pixels=args.image_max_pixels)
     else:
         if not args.model:
             raise UsageError("give a preset, or --model M (a local folder or a hub id) with --task sft|dpo")
         model, task = args.model, args.task
         report = plan_for(model, task, data=args.data, gpu_mib=args.gpu_mib, effective_batch=args.effective_batch or 16,
-                          max_length=args.max_length, trust_remote_code=args.trust_remote_code)
+                          max_length=args.max_length, trust_remote_code=args.trust_remote_code,
+                          options=PlanOptions(image_max_pixels=args.image_max_pixels))
     runs = _probe_runs(preset, report) if args.probe_run else []
     _print(report, runs, as_json=args.json)
     if runs and runs[-1].micro_batch_size != report.plan.settings.micro_batch_size:

@@ -27,6 +27,12 @@ FIELDS = [
     ("training.max_steps", "max steps (-1: epochs)", int),
     ("training.epochs", "epochs", float),
     ("dpo.beta", "DPO beta", float),
+    # the options of LLaMA-Factory / Unsloth users (PEFT's and TRL's names); the rest are in Review's YAML
+    ("adapter", "adapter", ("lora", "prompt_tuning", "prefix_tuning", "none")),
+    ("lora.use_dora", "DoRA", bool),
+    ("lora.use_rslora", "rsLoRA", bool),
+    ("data.image_max_pixels", "image max pixels", "optional int"),
+    ("training.report_to", "tracker", ("none", "tensorboard", "trackio", "wandb", "mlflow")),
 ]
 
 
@@ -64,6 +70,8 @@ class PlanStep(Step):
                     yield Switch(id=_wid(path))
                 elif kind is list:
                     yield Input(id=_wid(path), placeholder="auto, or q_proj,v_proj")
+                elif kind == "optional int":
+                    yield Input(id=_wid(path), type="integer", placeholder="the processor's own")
                 else:
                     yield Input(id=_wid(path), type="integer" if kind is int else "number")
         yield Static("", id="reasons", classes="hint")
@@ -207,6 +215,8 @@ class PlanStep(Step):
                     widget.value = bool(value)
                 elif kind is list:
                     widget.value = value if isinstance(value, str) else ",".join(value or [])
+                elif kind == "optional int":
+                    widget.value = "" if value is None else str(value)
                 else:
                     widget.value = "" if value is None else str(value)
 
@@ -230,7 +240,8 @@ class PlanStep(Step):
         try:
             value = self._parse(raw, kind)
         except ValueError:
-            what = {int: "whole number", float: "number", list: "list: auto, or module names like q_proj,v_proj"}
+            what = {int: "whole number", float: "number", list: "list: auto, or module names like q_proj,v_proj",
+                    "optional int": "whole number (or empty for the processor's own)"}
             self.error("field-error", f"{label}: not a valid {what.get(kind, 'value')}")
             return
         if value == self.state.get(path) and path not in self.state.owned:
@@ -256,6 +267,8 @@ class PlanStep(Step):
         if isinstance(kind, tuple) or kind is bool:
             return raw
         text = str(raw).strip()
+        if kind == "optional int":  # empty: the default (None)
+            return int(text) if text else None
         if kind is list:  # "auto" (the language model's linear layers) or module names
             names = [t.strip() for t in text.split(",") if t.strip()]
             if not names:

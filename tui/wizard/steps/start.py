@@ -41,7 +41,8 @@ class StartStep(Step):
         lst = self.query_one("#presets", OptionList)
         lst.clear_options()
         for p in presets:
-            lst.add_option(Option(Text.assemble(p.stem, (f"  {_short(p)}", "dim")), id=str(p)))
+            # one line each, the path cut short: a list that fits 80 columns shows more presets
+            lst.add_option(Option(Text.assemble(p.stem, (f" · {_short(p, max(16, 52 - len(p.stem)))}", "dim")), id=str(p)))
         if not presets:
             lst.add_option(Option("[dim]no presets yet: `vlmtune demo` makes some[/]", disabled=True))
         runs = find_runs(*app.run_folders)  # type: ignore[attr-defined]
@@ -113,8 +114,10 @@ def _status(run_dir: Path, summary: dict) -> str:
     return str(status)
 
 
-def _short(p: Path) -> str:
+def _short(p: Path, width: int = 40) -> str:
+    """The path from here, its start cut when long: the list keeps one line per preset at 80 columns."""
     try:
-        return str(p.relative_to(Path.cwd()))
+        text = str(p.relative_to(Path.cwd()))
     except ValueError:
-        return str(p)
+        text = str(p)
+    return text if len(text) <= width else "…" + text[-(width - 1):]
