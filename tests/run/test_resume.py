@@ -177,3 +177,25 @@ def test_full_fine_tuning_ignores_the_unused_lora_fields(demo_preset, tmp_path):
     assert check_preset(demo_preset("demo-sft", "lora.enabled=false", "lora.r=4"), tmp_path) == []
     with pytest.raises(ResumeRefused, match=r"lora.enabled is true here and false in the run"):
         check_preset(demo_preset("demo-sft", "lora.r=4"), tmp_path)
+
+
+def test_what_trains_is_fixed_on_resume_but_an_older_run_without_the_field_resumes(run):
+    import yaml
+
+    from trainer_core.config.presets import load_preset
+    from trainer_core.run.resume import ResumeRefused, check_preset
+
+    preset = load_preset(run / "preset.yaml")
+    changed = load_preset(run / "preset.yaml", ["freeze_vision_tower=false"])
+    with pytest.raises(ResumeRefused) as err:
+        check_preset(changed, run)
+    assert "freeze_vision_tower is false here and true in the run (the layers the checkpoint trains)" in str(err.value)
+    # a run saved before these fields existed trained with their defaults: it resumes
+    older = run.parent / "older"
+    older.mkdir()
+    saved = yaml.safe_load((run / "preset.yaml").read_text())
+    for key in ("adapter", "freeze_vision_tower", "freeze_multi_modal_projector", "freeze_language_model"):
+        saved.pop(key, None)
+    saved["lora"].pop("use_dora", None)
+    (older / "preset.yaml").write_text(yaml.safe_dump(saved))
+    assert check_preset(preset, older) == []

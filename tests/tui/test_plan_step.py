@@ -121,3 +121,27 @@ async def test_the_options_users_expect_are_plan_fields_the_estimate_follows(dem
         app.query_one("#f-data-image_max_pixels").value = ""
         await pilot.pause(0.2)
         assert app.state.get("data.image_max_pixels") is None and not app.query_one("#field-error").display
+        await wait_for(pilot, lambda: "the processor's own resolution" in str(app.query_one("#reasons").content))
+        # a resolution plans again: the reasons say what an image costs at it
+        app.query_one("#f-data-image_max_pixels").value = "4096"
+        await wait_for(pilot, lambda: "image max pixels 4,096" in str(app.query_one("#reasons").content))
+        assert app.state.get("data.image_max_pixels") == 4096 and app.state.plan is not None
+
+
+async def test_the_parts_that_train_show_for_a_vlm_only(demo, tmp_path):
+    app = make_app(demo, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_preset(pilot, app, "demo-sft")
+        await walk_to_plan(pilot, app)
+        switch = app.query_one("#f-freeze_vision_tower")
+        assert switch.display and switch.value is True  # LLaMA-Factory's default, shown as it is
+        before = app.query_one("#memory")._shown[1]
+        switch.value = False
+        await pilot.pause(0.2)
+        assert app.state.preset().freeze_vision_tower is False
+        assert app.query_one("#memory")._shown[1] > before  # the vision tower's LoRA and activations count now
+    app = make_app(demo, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_preset(pilot, app, "demo-text-sft")
+        await walk_to_plan(pilot, app)
+        assert not app.query_one("#f-freeze_vision_tower").display

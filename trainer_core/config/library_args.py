@@ -80,7 +80,8 @@ def prompt_tuning_config(preset: Preset):
 
 def check_for_model(preset: Preset, *, is_vlm: bool) -> None:
     """What depends on the model's kind, refused before its weights load: prompt learning and packing are for
-    text models (PEFT prepends virtual tokens to text embeddings; TRL packs and unpads text-only batches)."""
+    text models (PEFT prepends virtual tokens to text embeddings; TRL packs and unpads text-only batches), the
+    vision tower and connector of freeze_* for VLMs."""
     problems = []
     if is_vlm and preset.adapter_type in ("prompt_tuning", "prefix_tuning"):
         problems.append(PresetProblem("adapter", f"{preset.adapter} is for text models; {preset.model.name_or_path} "
@@ -90,6 +91,15 @@ def check_for_model(preset: Preset, *, is_vlm: bool) -> None:
         if is_vlm and getattr(preset.training, name):
             problems.append(PresetProblem(f"training.{name}", "TRL supports it for text data only, and this "
                                           "vision-language model trains on images; set it to false"))
+    model = preset.model.name_or_path
+    if not is_vlm:  # a text model is all language model: no vision tower or connector to train or freeze
+        for name in ("freeze_vision_tower", "freeze_multi_modal_projector"):
+            if not getattr(preset, name):
+                problems.append(PresetProblem(name, f"{model} is a text model, with no vision tower or connector; "
+                                              f"remove {name}"))
+        if preset.freeze_language_model:
+            problems.append(PresetProblem("freeze_language_model", f"{model} is a text model, all language model: "
+                                          "nothing would train; remove freeze_language_model"))
     if problems:
         raise PresetError(problems)
 

@@ -45,9 +45,29 @@ class ModelSection:
 
 
 @dataclass(frozen=True)
-class DataSection:
-    # A file (.json, .jsonl, .csv, .parquet), a folder, or a hub dataset id.
+class DataSource:
+    """One entry of `data.sources`: its keys mean what they mean in `data`, for this dataset alone."""
+
     path: str
+    format: str = "auto"
+    columns: dict[str, str] = field(default_factory=dict)
+    subset: str | None = None
+    split: str = "train"
+    max_samples: int | None = None
+    image_dir: str | None = None
+    # Share of the mix: weight / the sum of weights (rows are drawn at random, seeded). No weight on any
+    # source = the sources one after another, each once.
+    weight: float | None = None
+
+
+# Keys of `data` that describe one dataset: with `data.sources` each source sets its own.
+PER_SOURCE_KEYS = ("path", "format", "columns", "subset", "split", "max_samples", "image_dir")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    # A file (.json, .jsonl, .csv, .parquet), a folder, or a hub dataset id. Empty when `sources` lists several.
+    path: str = ""
     # "auto" detects the format from the columns; see trainer_core.data.formats for the names.
     format: str = "auto"
     # Maps the standard role (e.g. "prompt", "image") to the dataset's column name.
@@ -68,6 +88,16 @@ class DataSection:
     # pixels, so fewer image tokens (the first lever against VLM out-of-memory). None = the processor's own.
     # Not max_image_pixels above, which refuses oversized (decompression-bomb) files outright.
     image_max_pixels: int | None = None
+    # Several datasets in one run, each with its own format and columns, mixed by `weight`; the keys above
+    # other than PER_SOURCE_KEYS (eval_fraction, skip_invalid, the pixel limits) apply to all of them.
+    sources: list[DataSource] = field(default_factory=list)
+
+    def per_source(self) -> list[DataSection]:
+        """One single-dataset section per source, the shared keys copied in; [self] without sources."""
+        if not self.sources:
+            return [self]
+        return [dataclasses.replace(self, sources=[], **{k: getattr(s, k) for k in PER_SOURCE_KEYS})
+                for s in self.sources]
 
 
 @dataclass(frozen=True)
@@ -79,7 +109,8 @@ class LoraSection:
     dropout: float = 0.05
     # "auto" = every linear layer of the language model; or a list of module names / a regex string.
     target_modules: str | list[str] = "auto"
-    # With target_modules: auto, also adapt the vision encoder's linear layers.
+    # With target_modules: auto, also adapt the vision encoder's and the connector's linear layers (the same as
+    # freeze_vision_tower and freeze_multi_modal_projector: false, which say it for full fine-tuning too).
     train_vision_tower: bool = False
     modules_to_save: list[str] | None = None
     # DoRA (PEFT's use_dora): LoRA plus a trained magnitude per output feature; often better at low r, and more
@@ -206,6 +237,13 @@ class Preset:
     # lora | prompt_tuning | prefix_tuning | none (full fine-tuning); each method has its section below.
     # Unset: lora, or none with lora.enabled: false (so a switch of lora.enabled alone still decides).
     adapter: Adapter | None = None
+    # Which parts of a VLM train, by LLaMA-Factory's names and defaults, flat as in its YAML (its lines paste
+    # unchanged). Beside `adapter`, not under lora or model: they say what trains for LoRA (its auto targets are the
+    # unfrozen parts' linear layers) and for full fine-tuning (requires_grad) alike.
+    freeze_vision_tower: bool = True
+    # The connector (projector) between the vision tower and the language model.
+    freeze_multi_modal_projector: bool = True
+    freeze_language_model: bool = False
     lora: LoraSection = field(default_factory=LoraSection)
     prompt_tuning: PromptTuningSection = field(default_factory=PromptTuningSection)
     prefix_tuning: PrefixTuningSection = field(default_factory=PrefixTuningSection)
@@ -508,6 +546,28 @@ def _option_problems(p: Preset) -> list[PresetProblem]:
     if t.packing and t.max_length is None:
         out.append(PresetProblem("training.packing", "packs samples up to training.max_length, which is unset; "
                                  "set training.max_length (e.g. 1024)"))
+    return out + _parts_problems(p)
+
+
+# The trained-parts fields and their defaults (LLaMA-Factory's).
+FREEZE_DEFAULTS = {"freeze_vision_tower": True, "freeze_multi_modal_projector": True, "freeze_language_model": False}
+
+
+def _parts_problems(p: Preset) -> list[PresetProblem]:
+    """Which parts train (freeze_*): a choice that trains nothing, or that LoRA could not follow."""
+    out = []
+    changed = [k for k, v in FREEZE_DEFAULTS.items() if getattr(p, k) != v]
+    vision = not p.freeze_vision_tower or p.lora.train_vision_tower
+    connector = not p.freeze_multi_modal_projector or p.lora.train_vision_tower
+    if p.adapter_type in ("lora", "none") and not (vision or connector or not p.freeze_language_model):
+        out.append(PresetProblem("freeze_language_model", "with the vision tower and the connector frozen too, "
+                                 "nothing would train; set freeze_language_model: false, or unfreeze "
+                                 "freeze_vision_tower / freeze_multi_modal_projector"))
+    elif changed and p.adapter_type == "lora" and p.lora.target_modules != "auto":
+        # Explicit targets name their layers whatever the parts say: the freeze fields would silently do nothing.
+        out.append(PresetProblem(changed[0], "chooses LoRA's layers only with lora.target_modules: auto, and "
+                                 "lora.target_modules names its own; set lora.target_modules: auto, or leave "
+                                 f"{', '.join(changed)} out"))
     return out
 
 
@@ -530,7 +590,11 @@ def _check_values(p: Preset) -> list[PresetProblem]:
     need(bool(p.name.strip()), "name", "must not be empty")
     need("/" not in p.name and "\\" not in p.name, "name", "must not contain a path separator (it names a folder)")
     need(bool(p.model.name_or_path.strip()), "model.name_or_path", "must not be empty")
-    need(bool(p.data.path.strip()), "data.path", "must not be empty")
+    if p.data.sources:
+        out.extend(_sources_problems(p.data))
+    else:
+        need(bool(p.data.path.strip()), "data.path", "must not be empty (a file, a folder or a hub dataset id; "
+                                                     "or list several under data.sources)")
     need(0.0 <= p.data.eval_fraction < 1.0, "data.eval_fraction", "must be at least 0 and below 1")
     need(p.data.max_samples is None or p.data.max_samples > 0, "data.max_samples", "must be positive")
     need(p.data.max_image_pixels > 0, "data.max_image_pixels", "must be positive (width x height; 40000000 is "
@@ -570,6 +634,34 @@ def _check_values(p: Preset) -> list[PresetProblem]:
     if p.precision == "fp32" and p.quantization == "4bit":
         out.append(PresetProblem("precision", "4-bit (QLoRA) computes in bf16 or fp16; use precision: auto"))
     return out + _option_problems(p)
+
+
+def _sources_problems(data: DataSection) -> list[PresetProblem]:
+    """`data.sources`: each source usable, weights all given or none, no per-dataset key left in `data`."""
+    out: list[PresetProblem] = []
+    defaults = DataSection()
+    for key in PER_SOURCE_KEYS:
+        if key == "path" and data.path:
+            out.append(PresetProblem("data.path", "give data.path or data.sources, not both: with several "
+                                                  "datasets, list each one's path under data.sources"))
+        elif getattr(data, key) != getattr(defaults, key):
+            out.append(PresetProblem(f"data.{key}", f"with data.sources, set {key} on each source (e.g. "
+                                                    f"data.sources[0].{key}) and remove data.{key}"))
+    for i, s in enumerate(data.sources):
+        where = f"data.sources[{i}]"
+        if not s.path.strip():
+            out.append(PresetProblem(f"{where}.path", "must not be empty (a file, a folder or a hub dataset id)"))
+        if s.max_samples is not None and s.max_samples <= 0:
+            out.append(PresetProblem(f"{where}.max_samples", "must be positive"))
+        if s.weight is not None and not (math.isfinite(s.weight) and s.weight > 0):
+            out.append(PresetProblem(f"{where}.weight", "must be a positive number (its share of the mix is "
+                                                        "weight / the sum of the weights)"))
+    weighted = [s.weight is not None for s in data.sources]
+    if any(weighted) and not all(weighted):
+        missing = ", ".join(f"data.sources[{i}]" for i, w in enumerate(weighted) if not w)
+        out.append(PresetProblem("data.sources", f"give every source a weight (to mix them) or none (to use "
+                                                 f"them one after another); no weight: {missing}"))
+    return out
 
 
 def preset_from_dict(raw: Any, source: str | None = None) -> Preset:
@@ -738,13 +830,15 @@ def resolve_paths(preset: Preset, base: Path) -> Preset:
     """Make local paths absolute against `base` (the preset's folder) when they exist there."""
 
     def fix(p: str | None) -> str | None:
-        if p is None or Path(p).is_absolute():
+        if not p or Path(p).is_absolute():  # "": data.path beside data.sources, not the preset's folder
             return p
         candidate = base / p
         return str(candidate.resolve()) if candidate.exists() else p
 
     model = dataclasses.replace(preset.model, name_or_path=fix(preset.model.name_or_path))
-    data = dataclasses.replace(preset.data, path=fix(preset.data.path), image_dir=fix(preset.data.image_dir))
+    sources = [dataclasses.replace(s, path=fix(s.path), image_dir=fix(s.image_dir)) for s in preset.data.sources]
+    data = dataclasses.replace(preset.data, path=fix(preset.data.path), image_dir=fix(preset.data.image_dir),
+                               sources=sources)
     prompts = [dataclasses.replace(sp, image=fix(sp.image)) for sp in preset.samples.prompts]
     samples = dataclasses.replace(preset.samples, prompts=prompts)
     # output_dir stays as written: relative to the working directory, as in TRL.

@@ -7,7 +7,7 @@ column and message in bookkeeping columns), so problems come out of the same pas
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,9 @@ class PreparedData:
     skipped: list[DataProblem] = field(default_factory=list)
     # The converted set before the train/eval split; `sample` reads its first rows when asked.
     converted: Any = field(default=None, repr=False)
+    # Per dataset (one entry without data.sources): path, format, columns, rows read, kept, skipped (invalid),
+    # weight, and in_train (its rows in the training set, repeats of an oversampled source included).
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def sample(self) -> list[dict[str, Any]]:
@@ -148,8 +151,21 @@ def _problems(ds) -> tuple[list[DataProblem], Any]:  # noqa: ANN001
     return problems, pc.indices_nonzero(pc.invert(bad)).to_numpy().astype("int64")
 
 
-def prepare_dataset(data: DataSection, task: str, *, conversational: bool, is_vlm: bool,
-                    seed: int = 42, tools_supported: bool | None = None) -> PreparedData:
+@dataclass
+class _Converted:
+    """One dataset converted and checked, before any split or mix."""
+
+    ds: Any  # datasets.Dataset in TRL's format, usable rows only
+    format: str
+    mapping: dict[str, str]
+    has_images: bool
+    problems: list[DataProblem]
+    rows_read: int
+
+
+def _prepare_source(data: DataSection, task: str, *, conversational: bool, is_vlm: bool,
+                    tools_supported: bool | None) -> _Converted:
+    """One dataset (data.path, or one of data.sources as a section of its own) through the converter."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -202,11 +218,136 @@ def prepare_dataset(data: DataSection, task: str, *, conversational: bool, is_vl
         raise DataError([DataProblem(None, detected.mapping.get("images"),
                                      "the data has images but the model is text-only; pick a vision-language "
                                      "model or drop the image column")], raw.source)
-    converted, eval_ds = ds, None
-    if data.eval_fraction > 0 and len(ds) >= 2:
-        n_eval = max(1, round(len(ds) * data.eval_fraction))
+    return _Converted(ds, detected.format.name, detected.mapping, has_images, problems, len(raw))
+
+
+def _split(ds: Any, eval_fraction: float, seed: int) -> tuple[Any, Any | None]:
+    if eval_fraction > 0 and len(ds) >= 2:
+        n_eval = max(1, round(len(ds) * eval_fraction))
         # Two index files (8 bytes a row) over the converted file, not copies of the rows.
         split = ds.train_test_split(test_size=n_eval, seed=seed, shuffle=True, load_from_cache_file=False)
-        ds, eval_ds = split["train"], split["test"]
-    return PreparedData(ds, eval_ds, detected.format.name, detected.mapping, len(converted), has_images,
-                        problems, converted)
+        return split["train"], split["test"]
+    return ds, None
+
+
+def prepare_dataset(data: DataSection, task: str, *, conversational: bool, is_vlm: bool,
+                    seed: int = 42, tools_supported: bool | None = None) -> PreparedData:
+    # A path beside sources comes only from code that points a run's settings at one file (vlmtune eval --data;
+    # a preset cannot give both): the file wins.
+    if data.sources and not data.path:
+        return _prepare_mix(data, task, conversational=conversational, is_vlm=is_vlm, seed=seed,
+                            tools_supported=tools_supported)
+    one = _prepare_source(data, task, conversational=conversational, is_vlm=is_vlm, tools_supported=tools_supported)
+    ds, eval_ds = _split(one.ds, data.eval_fraction, seed)
+    report = {"path": data.path, "format": one.format, "columns": one.mapping, "rows": one.rows_read,
+              "kept": len(one.ds), "skipped": one.rows_read - len(one.ds), "weight": None, "in_train": len(ds)}
+    return PreparedData(ds, eval_ds, one.format, one.mapping, len(one.ds), one.has_images, one.problems, one.ds,
+                        sources=[report])
+
+
+# ---------------------------------------------------------------- several datasets (data.sources)
+
+# Columns some converted sets have and others lack, with the value that means "none" in a row without them
+# (TRL's collators take images: [] as a text-only row, and a batch of such rows as text-only).
+OPTIONAL_COLUMNS = {"images": [], "tools": None}
+
+
+def _joined(batch: dict[str, list[Any]], *, into: str) -> dict[str, list[Any]]:
+    """prompt + completion as one sequence (a conversation, or one text), to mix with messages / text sets."""
+    return {into: [p + c for p, c in zip(batch["prompt"], batch["completion"], strict=True)]}
+
+
+def _same_columns(parts: list[_Converted], is_vlm: bool) -> list[Any]:
+    """The parts' sets with one set of columns, or a DataError saying which sources differ and how."""
+    sets = [p.ds for p in parts]
+    # A prompt/completion set mixes with a messages (or text) set as one conversation (or text) per row; its
+    # loss then covers the prompt too, as TRL does for messages rows.
+    def joins(ds: Any, into: str) -> bool:  # conversational turns join into messages, plain strings into text
+        plain = getattr(ds.features.get("prompt"), "dtype", None) == "string"
+        return {"prompt", "completion"} <= set(ds.column_names) and plain == (into == "text")
+
+    for into in ("messages", "text"):
+        if any(into in ds.column_names for ds in sets):
+            sets = [ds.map(_joined, batched=True, fn_kwargs={"into": into}, remove_columns=["prompt", "completion"],
+                           desc=f"Joining prompt and completion into {into}") if joins(ds, into) else ds
+                    for ds in sets]
+    optional = {name for name in OPTIONAL_COLUMNS if any(name in ds.column_names for ds in sets)}
+    if not is_vlm:
+        optional.discard("images")  # a text model refuses an image set before here
+    core = [set(ds.column_names) - optional for ds in sets]
+    if any(c != core[0] for c in core):
+        kinds = "; ".join(f"data.sources[{i}] ({parts[i].format}) gives {', '.join(sorted(c))}"
+                          for i, c in enumerate(core))
+        raise DataError([DataProblem(None, None, f"these sources cannot be mixed: {kinds}. Mix sources of one "
+                                                 "kind (conversations with conversations, preference pairs with "
+                                                 "preference pairs), or train them in separate runs")],
+                        "data.sources")
+    out = []
+    for ds in sets:
+        for name in sorted(optional - set(ds.column_names)):
+            ds = ds.map(lambda b, name=name: {name: [OPTIONAL_COLUMNS[name]] * len(next(iter(b.values())))},
+                        batched=True, desc=f"Adding an empty {name} column")
+        out.append(ds)
+    return out
+
+
+def _common_features(sets: list[Any]) -> Any:
+    """Features every set casts to: Arrow's permissive unification (a turn key one set lacks becomes
+    nullable), with images kept as datasets.Image."""
+    import datasets
+    import pyarrow as pa
+
+    schema = pa.unify_schemas([ds.features.arrow_schema.remove_metadata() for ds in sets],
+                              promote_options="permissive")
+    features = datasets.Features.from_arrow_schema(schema)
+    if "images" in features:
+        features["images"] = datasets.List(datasets.Image())
+    return features
+
+
+def _prepare_mix(data: DataSection, task: str, *, conversational: bool, is_vlm: bool, seed: int,
+                 tools_supported: bool | None) -> PreparedData:
+    import datasets
+    import numpy as np
+
+    parts: list[_Converted] = []
+    for i, section in enumerate(data.per_source()):
+        try:
+            parts.append(_prepare_source(section, task, conversational=conversational, is_vlm=is_vlm,
+                                         tools_supported=tools_supported))
+        except DataError as err:
+            raise DataError(err.problems, f"data.sources[{i}] ({err.source or section.path})") from None
+    sets = _same_columns(parts, is_vlm)
+    features = _common_features(sets)
+    sets = [ds if ds.features == features else ds.cast(features) for ds in sets]
+    # Each source is split on its own, before mixing: an oversampled source repeats rows, and a repeat must
+    # not land in both train and eval.
+    splits = [_split(ds, data.eval_fraction, seed) for ds in sets]
+    trains = [t for t, _e in splits]
+    evals = [e for _t, e in splits if e is not None]
+    # The mix is drawn over row numbers (datasets' own interleave, seeded) and then selected from the sets
+    # concatenated: the same rows interleave_datasets would give, and each row's source is known.
+    offsets = np.cumsum([0] + [len(t) for t in trains])
+    numbers = [datasets.Dataset.from_dict({"row": np.arange(offsets[i], offsets[i + 1])})
+               for i in range(len(trains))]
+    weights = [s.weight for s in data.sources]
+    if all(w is not None for w in weights):
+        total = float(sum(weights))
+        # all_exhausted: every row of every source is used at least once; the smaller shares repeat.
+        mixed = datasets.interleave_datasets(numbers, probabilities=[w / total for w in weights], seed=seed,
+                                             stopping_strategy="all_exhausted")
+    else:
+        mixed = datasets.concatenate_datasets(numbers)
+    order = mixed.with_format("numpy")["row"]
+    train = datasets.concatenate_datasets(trains).select(order, keep_in_memory=True)
+    eval_ds = datasets.concatenate_datasets(evals) if evals else None
+    in_train = np.bincount(np.searchsorted(offsets, order, side="right") - 1, minlength=len(trains))
+    reports = [{"path": s.path, "format": p.format, "columns": p.mapping, "rows": p.rows_read, "kept": len(p.ds),
+                "skipped": p.rows_read - len(p.ds), "weight": s.weight, "in_train": int(n)}
+               for s, p, n in zip(data.sources, parts, in_train, strict=True)]
+    formats = {p.format for p in parts}
+    skipped = [replace(pr, message=f"data.sources[{i}]: {pr.message}") for i, p in enumerate(parts) for pr in p.problems]
+    # mapping: the first source's; each source's own is in its report
+    return PreparedData(train, eval_ds, formats.pop() if len(formats) == 1 else "mixed", parts[0].mapping,
+                        len(train) + (len(eval_ds) if eval_ds is not None else 0), any(p.has_images for p in parts),
+                        skipped, train, sources=reports)

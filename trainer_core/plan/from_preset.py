@@ -13,7 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from trainer_core.config.presets import DataSection, LoraSection, ModelSection, Preset, TrainingSection
+from trainer_core.config.presets import (
+    DataSection,
+    DataSource,
+    LoraSection,
+    ModelSection,
+    Preset,
+    TrainingSection,
+)
+from trainer_core.model.lora_targets import parts_of
 from trainer_core.plan.memory import TrainSettings, compute_precision
 from trainer_core.plan.planner import PlanOptions, PlanReport, plan_for, text_tokens_within
 from trainer_core.plan.probe import MachineInfo
@@ -65,7 +73,10 @@ def sections(preset: PresetLike) -> PresetSections:
         return PresetSections(preset.task, preset.model, preset.data, preset.precision, preset.quantization,
                               preset.lora, preset.training)
     data = preset.get("data") or {}
-    has_data = bool(data.path if isinstance(data, DataSection) else data.get("path"))
+    if not isinstance(data, DataSection):  # a draft's sources are mappings; ones without a path yet are left out
+        sources = [_section(DataSource, s) for s in data.get("sources") or [] if isinstance(s, Mapping) and s.get("path")]
+        data = {**data, "sources": sources}
+    has_data = bool(data.path or data.sources if isinstance(data, DataSection) else data.get("path") or data["sources"])
     return PresetSections(
         task=preset.get("task", "sft"), model=_section(ModelSection, preset.get("model")),
         data=_section(DataSection, data) if has_data else None,
@@ -97,7 +108,8 @@ def plan_inputs(preset: PresetLike, *, data: str | None = None, effective_batch:
     t = s.training
     section = s.data
     if data:
-        section = dataclasses.replace(section, path=data) if section is not None else DataSection(path=data)
+        section = (dataclasses.replace(section, path=data, sources=[]) if section is not None
+                   else DataSection(path=data))
     return PlanInputs(
         model=s.model.name_or_path, task=s.task,
         effective_batch=max(1, effective_batch or int(t.micro_batch_size) * int(t.gradient_accumulation_steps)),
@@ -109,10 +121,26 @@ def plan_inputs(preset: PresetLike, *, data: str | None = None, effective_batch:
 def plan_report(inputs: PlanInputs, *, gpu_mib: int | None = None, machine: MachineInfo | None = None,
                 gpu_index: int = 0, **loaded: Any) -> PlanReport:
     """`loaded`: config, processor and stats a run already holds (see plan_for), so none is read twice."""
-    return plan_for(inputs.model, inputs.task, data_section=inputs.data, gpu_mib=gpu_mib, machine=machine,
+    data = inputs.data
+    if data is not None and data.sources and loaded.get("stats") is None:
+        data = _longest_source(data, inputs.task)
+    return plan_for(inputs.model, inputs.task, data_section=data, gpu_mib=gpu_mib, machine=machine,
                     gpu_index=gpu_index, effective_batch=inputs.effective_batch, max_length=inputs.max_length,
                     trust_remote_code=inputs.trust_remote_code, lora_r=inputs.lora.r,
                     lora_dropout=inputs.lora.dropout, lora=inputs.lora, options=inputs.options, **loaded)
+
+
+def _longest_source(data: DataSection, task: str) -> DataSection:
+    """The source a mix is planned from: the one with images and the longest rows (p95, estimated from its
+    first rows), since memory must hold the largest micro-batch the mix can draw."""
+    from trainer_core.plan.planner import measure_data
+
+    each = data.per_source()
+    sizes = []
+    for section in each:
+        stats, _why = measure_data(section, task)  # a hub set out of reach counts as short; plan_for says so
+        sizes.append((stats.images_per_row > 0, stats.total_tokens.p95) if stats else (False, 0))
+    return each[max(range(len(each)), key=sizes.__getitem__)]
 
 
 def plan_preset_report(preset: PresetLike, *, gpu_mib: int | None = None, machine: MachineInfo | None = None,
@@ -134,11 +162,12 @@ def planned_precision(precision: str, quantization: str, target: Target) -> str:
 
 
 def settings_for(preset: PresetLike, report: PlanReport, *, precision: str | None = None) -> TrainSettings:
-    """The memory model's settings for `preset` as written (its precision, quantization, LoRA, batch,
+    """The memory model's settings for `preset` as written (its precision, quantization, LoRA, trained parts, batch,
     checkpointing and optimizer), with the sequence shape measured by `report`. `precision` is a precision
     already resolved elsewhere (the loaded model's), used instead of the preset's."""
     s = sections(preset)
     t, lora, goal = s.training, s.lora, report.goal
+    parts = parts_of(preset)
     text = goal.text_tokens if not t.max_length else text_tokens_within(
         goal.text_tokens, int(t.max_length), goal.images_per_sample, goal.image_tokens_per_image)
     answer = None if goal.answer_tokens is None else min(goal.answer_tokens, text)
@@ -148,6 +177,9 @@ def settings_for(preset: PresetLike, report: PlanReport, *, precision: str | Non
         quantization=s.quantization, lora=bool(lora.enabled), lora_r=int(lora.r),
         lora_targets=lora.target_modules, lora_dropout=float(lora.dropout),
         train_vision_tower=bool(lora.train_vision_tower), micro_batch_size=int(t.micro_batch_size),
+        # Which parts train, as the engine trains them (model/freeze.py, lora_targets.select_targets).
+        freeze_vision_tower=not parts.vision, freeze_multi_modal_projector=not parts.connector,
+        freeze_language_model=not parts.language,
         gradient_accumulation_steps=int(t.gradient_accumulation_steps), text_tokens=text, answer_tokens=answer,
         gradient_checkpointing=bool(t.gradient_checkpointing), optimizer=t.optimizer,
         adapter=goal.adapter if lora.enabled else "none", use_dora=bool(getattr(lora, "use_dora", False)),

@@ -14,7 +14,8 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from trainer_core.model.info import ModelInfo
+from trainer_core.model.info import LinearLayer, ModelInfo
+from trainer_core.model.lora_targets import TrainedParts, select_targets, trained_parts
 
 GIB = 2**30
 MIB = 2**20
@@ -69,6 +70,11 @@ class TrainSettings:
     lora_targets: Any = "auto"
     lora_dropout: float = 0.0
     train_vision_tower: bool = False
+    # The preset's freeze_* (which parts train, for LoRA and full fine-tuning); `parts` reads them together with
+    # train_vision_tower (the older field: vision tower and connector).
+    freeze_vision_tower: bool = True
+    freeze_multi_modal_projector: bool = True
+    freeze_language_model: bool = False
     micro_batch_size: int = 1
     gradient_accumulation_steps: int = 1
     text_tokens: int = 512  # per sample (prompt + answer; for DPO prompt + the longer answer)
@@ -85,6 +91,11 @@ class TrainSettings:
     # prompt/prefix tuning: the trained virtual tokens (prompt tuning also lengthens every sequence by them)
     virtual_tokens: int = 0
     prefix_projection: bool = False
+
+    @property
+    def parts(self) -> TrainedParts:
+        return trained_parts(self.freeze_vision_tower, self.freeze_multi_modal_projector, self.freeze_language_model,
+                             self.train_vision_tower)
 
     @property
     def seq_len(self) -> int:
@@ -140,11 +151,29 @@ def lora_param_dtype_bytes(s: TrainSettings) -> int:
     return 2 if s.quantization != "none" else 4
 
 
+def adapted_layers(info: ModelInfo, s: TrainSettings) -> list[LinearLayer]:
+    """The layers LoRA adapts: with target_modules auto, those of the parts that train (as the engine picks them)."""
+    if s.lora_targets != "auto":
+        return info.lora_targets(s.lora_targets)
+    chosen = set(select_targets([ly.name for ly in info.linear_layers], parts=s.parts))
+    return [ly for ly in info.linear_layers if ly.name in chosen]
+
+
+# model/info.py's components by part: embeddings and the LM head belong to the language model (LLaMA-Factory's
+# language_model keys include them), as in lora_targets.part_of.
+PART_COMPONENTS = {"vision": ("vision",), "connector": ("connector",), "language": ("language", "embeddings", "lm_head")}
+
+
+def full_trainable_params(info: ModelInfo, parts: TrainedParts) -> int:
+    """Full fine-tuning: every weight of the parts that train (model/freeze.py sets requires_grad so)."""
+    return sum(info.params.get(c, 0) for part, comps in PART_COMPONENTS.items() if parts.trains(part) for c in comps)
+
+
 def trainable_params(info: ModelInfo, s: TrainSettings) -> int:
     """As PEFT's get_nb_trainable_parameters counts them (tests/options compares the two on the demo models)."""
     t = info.text
     if not s.lora:
-        return info.total_params
+        return full_trainable_params(info, s.parts)
     if s.adapter == "prompt_tuning":  # one embedding row per virtual token
         return s.virtual_tokens * t.hidden_size
     if s.adapter == "prefix_tuning":  # a key and a value per virtual token and layer
@@ -154,9 +183,11 @@ def trainable_params(info: ModelInfo, s: TrainSettings) -> int:
             return s.virtual_tokens * kv
         # an embedding of width d, then Linear(d, d) -> Tanh -> Linear(d, kv), with biases
         return s.virtual_tokens * d + (d * d + d) + (d * kv + kv)
-    n = info.lora_params(s.lora_r, s.lora_targets, include_vision=s.train_vision_tower)
+    adapted = adapted_layers(info, s)
+    # A (r x in) + B (out x r) per adapted layer
+    n = sum(s.lora_r * (ly.in_features + ly.out_features) for ly in adapted)
     if s.use_dora:  # DoRA's magnitude vector: one per output feature of each adapted layer
-        n += sum(ly.out_features for ly in info.lora_targets(s.lora_targets, s.train_vision_tower))
+        n += sum(ly.out_features for ly in adapted)
     return n
 
 
@@ -166,7 +197,7 @@ def dora_bytes(info: ModelInfo, s: TrainSettings, act_bytes: int) -> tuple[float
     column norm in the forward."""
     if not (s.lora and s.adapter == "lora" and s.use_dora):
         return 0.0, 0
-    adapted = [ly for ly in info.lora_targets(s.lora_targets, s.train_vision_tower) if ly.component == "language"]
+    adapted = [ly for ly in adapted_layers(info, s) if ly.component == "language"]
     per_token = sum(ly.out_features for ly in adapted) * (act_bytes + lora_param_dtype_bytes(s))
     dense = max((ly.in_features * ly.out_features for ly in adapted), default=0) * 4 * 2
     return per_token, dense
@@ -184,7 +215,7 @@ def _layer_activation_bytes(info: ModelInfo, s: TrainSettings, act_bytes: int) -
         + 8 * inter  # SwiGLU: gate out, up out, act(gate), product
     )
     if s.lora and s.adapter == "lora":  # prompt/prefix tuning adapt no layer: only the frozen model's activations
-        adapted = [ly for ly in info.lora_targets(s.lora_targets, s.train_vision_tower) if ly.component == "language"]
+        adapted = [ly for ly in adapted_layers(info, s) if ly.component == "language"]
         per_layer_in = sum(ly.in_features for ly in adapted) / max(1, t.num_layers)
         if s.quantization == "none" and act_bytes == 2:
             base += LORA_INPUT_BYTES * per_layer_in
@@ -202,8 +233,9 @@ def _vision_bytes(info: ModelInfo, s: TrainSettings, act_bytes: int) -> tuple[in
     """(stored, transient) bytes for the vision encoder over one micro-batch.
 
     A frozen vision tower records no graph, so it only needs its forward working set. It keeps activations
-    when it trains, and also under gradient checkpointing: PEFT then makes the input embeddings require
-    grad (enable_input_require_grads), which records the vision tower too (measured: docs/memory.md).
+    when it trains (LoRA on its layers, or its weights in full fine-tuning), and also under gradient
+    checkpointing: PEFT then makes the input embeddings require grad (enable_input_require_grads), which records
+    the vision tower too (measured: docs/memory.md). A trained connector alone needs no vision graph.
     """
     v = info.vision
     patches = _vision_patches(s)
@@ -215,7 +247,7 @@ def _vision_bytes(info: ModelInfo, s: TrainSettings, act_bytes: int) -> tuple[in
     # fc1 input, GELU input, fc2 input.
     per_layer = unit * (4 * h + 2 * h + 8 * h + 2 * h + 2 * h + 4 * inter)
     transient = patches * unit * 2 * (inter + 4 * h)  # the largest forward intermediates of one block
-    records = s.train_vision_tower or s.gradient_checkpointing or not s.lora
+    records = (s.parts.vision and s.adapter in ("lora", "none")) or s.gradient_checkpointing
     if not records:
         return 0, int(transient)
     if s.gradient_checkpointing:
@@ -229,7 +261,7 @@ def _fused_head_bytes(info: ModelInfo, s: TrainSettings, act_bytes: int, rows: i
     supervised = rows * (s.answer_tokens if s.answer_tokens is not None else s.seq_len)
     tile = min(supervised, FUSED_HEAD_TOKENS) * min(info.text.vocab_size, FUSED_HEAD_VOCAB) * act_bytes
     out = 2 * tile + supervised * info.text.hidden_size * 4
-    if not s.lora:  # the LM head trains: an fp32 gradient for its weight, built in the kernel
+    if not s.lora and s.parts.language:  # the LM head trains: an fp32 gradient for its weight, built in the kernel
         out += info.text.vocab_size * info.text.hidden_size * 4
     return int(out)
 

@@ -619,6 +619,7 @@ def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: S
 
     from trainer_core.config.library_args import check_for_model, lora_config, trainer_args
     from trainer_core.data.prepare import prepare_dataset
+    from trainer_core.model.freeze import freeze_parts
     from trainer_core.model.loading import (
         apply_image_max_pixels,
         is_vision_config,
@@ -627,7 +628,7 @@ def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: S
         load_processing_class,
         resolve_precision,
     )
-    from trainer_core.model.lora_targets import auto_target_modules
+    from trainer_core.model.lora_targets import auto_target_modules, parts_of
 
     m = preset.model
     # Cheap checks first (config, tokenizer, data), so bad input fails before any weights load.
@@ -689,9 +690,12 @@ def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: S
                         attn_implementation=m.attn_implementation, config=config,
                         processing=(processing_class, tokenizer))
     peft_config = None
+    parts = parts_of(preset)  # freeze_*: LoRA's auto targets, or what full fine-tuning trains
     if preset.lora.enabled:
         targets = preset.lora.target_modules
         if targets == "auto":
-            targets = auto_target_modules(loaded.model, include_vision=preset.lora.train_vision_tower)
+            targets = auto_target_modules(loaded.model, parts=parts)
         peft_config = lora_config(preset, targets)
+    else:
+        freeze_parts(loaded.model, parts)
     return make(preset, loaded.model, peft_config), resume_ckpt, loaded, make

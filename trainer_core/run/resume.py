@@ -34,6 +34,11 @@ FIXED: dict[str, str] = {
     "lora.target_modules": "the layers the adapter holds",
     "lora.train_vision_tower": "the layers the adapter holds",
     "lora.modules_to_save": "the layers the checkpoint holds",
+    "adapter": "the kind of adapter the checkpoint holds",
+    "lora.use_dora": "the adapter's shape (DoRA keeps a magnitude per output feature)",
+    "freeze_vision_tower": "the layers the checkpoint trains",
+    "freeze_multi_modal_projector": "the layers the checkpoint trains",
+    "freeze_language_model": "the layers the checkpoint trains",
     "training.optimizer": "the optimizer state in the checkpoint",
     "distributed.strategy": "the layout of the checkpoint's files",
 }
@@ -101,6 +106,10 @@ def choose_checkpoint(run_dir: Path) -> ResumePoint:
     raise NoIntactCheckpoint(Path(run_dir), skipped)
 
 
+# Fields added after runs were already being saved (absent from an older run's preset.yaml).
+NEWER = {"adapter", "lora.use_dora", "freeze_vision_tower", "freeze_multi_modal_projector", "freeze_language_model"}
+
+
 def check_preset(preset: Preset, run_dir: Path) -> list[str]:
     """Raise ResumeRefused when `preset` changes a FIXED field of the run; else the allowed changes, as text.
     A run without preset.yaml has nothing to compare against (and no checkpoint either: the engine says so)."""
@@ -112,6 +121,8 @@ def check_preset(preset: Preset, run_dir: Path) -> list[str]:
     refused, changes = [], []
     for key in sorted(set(here) | set(there), key=_order(here)):
         a, b = here.get(key), there.get(key)
+        if key in NEWER and key not in there:
+            continue  # a run saved before the field existed: it trained as the field's default does
         if _same(key, a, b) or (lora_off and key.startswith("lora.") and key != "lora.enabled"):
             continue
         if key in FIXED:

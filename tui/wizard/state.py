@@ -30,6 +30,8 @@ def blank_draft() -> dict[str, Any]:
                      "max_steps": -1, "epochs": 1.0, "gradient_checkpointing": False, "max_length": 1024,
                      "logging_steps": 1, "save_steps": 100},
         "dpo": {"beta": 0.1, "loss_type": "sigmoid"},
+        # what trains of a VLM (LLaMA-Factory's defaults): the switches show these, not an empty "off"
+        "freeze_vision_tower": True, "freeze_multi_modal_projector": True, "freeze_language_model": False,
         "samples": {"every_steps": 0, "prompts": []},
         "output_dir": "runs",
     }

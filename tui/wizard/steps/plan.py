@@ -33,7 +33,12 @@ FIELDS = [
     ("lora.use_rslora", "rsLoRA", bool),
     ("data.image_max_pixels", "image max pixels", "optional int"),
     ("training.report_to", "tracker", ("none", "tensorboard", "trackio", "wandb", "mlflow")),
+    # which parts of a vision-language model train (LLaMA-Factory's names); shown for VLMs only
+    ("freeze_vision_tower", "freeze vision", bool),
+    ("freeze_multi_modal_projector", "freeze connector", bool),
+    ("freeze_language_model", "freeze language", bool),
 ]
+VLM_ONLY = ("freeze_vision_tower", "freeze_multi_modal_projector", "freeze_language_model", "data.image_max_pixels")
 
 
 def _wid(path: str) -> str:
@@ -90,6 +95,10 @@ class PlanStep(Step):
         dpo = self.state.get("task") == "dpo"
         for wid in (_wid("dpo.beta"), "l-" + _wid("dpo.beta")):
             self.query_one(f"#{wid}").display = dpo
+        vlm = getattr(self.state.model_info, "is_vlm", True)
+        for path in VLM_ONLY:
+            for wid in (_wid(path), "l-" + _wid(path)):
+                self.query_one(f"#{wid}").display = vlm
         if self.state.plan is None:
             self.make_plan()
         else:
@@ -134,6 +143,10 @@ class PlanStep(Step):
             self.state.set(c.path, c.recommended)
         self._auto = auto
         lines = [str(r) for r in report.plan.reasons] + [f"- {s}" for s in report.plan.suggestions]
+        if report.image is not None:  # the resolution's cost, the first lever against a VLM's memory
+            limit = self.state.get("data.image_max_pixels")
+            lines.insert(0, f"images: {report.image.tokens} tokens each ({report.image.how}) at "
+                            + (f"image max pixels {limit:,}" if limit else "the processor's own resolution"))
         self.query_one("#reasons", Static).update(plain("Why:\n" + "\n".join(lines)))
         self.show_changes()
         self.fill_fields()
@@ -249,6 +262,9 @@ class PlanStep(Step):
         self.state.set(path, value)
         self.state.owned.add(path)
         self._validate(path)
+        if path == "data.image_max_pixels" and not self.query_one("#field-error", Static).display:
+            self.make_plan()  # a new resolution changes the image tokens the plan measured: plan again
+            return
         self.show_changes()
         self.update_memory()
 
