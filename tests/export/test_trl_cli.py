@@ -271,3 +271,27 @@ def test_the_trl_command_line_runs_the_yaml(sft_export, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2
+
+
+def test_export_follows_the_adapter_and_the_parts_that_train(demo, tmp_path):
+    """TRL's CLI gets DoRA, rsLoRA and the trained parts' layers; what it has no flag for is refused, not lost."""
+    from trainer_core.export.trl_cli import NotExportable
+
+    runs = tmp_path / "runs"
+    config = trl_cli_config(preset_of(demo, "demo-sft", runs, "lora.use_dora=true", "lora.use_rslora=true",
+                                      "freeze_vision_tower=false"), tmp_path / "data")
+    assert config.values["use_dora"] is True and config.values["use_rslora"] is True
+    parse_path = tmp_path / "trl.yaml"
+    parse_path.write_text(yaml.safe_dump(config.values))
+    parse(parse_path, "sft")  # TRL's own parser takes the keys
+    from transformers import AutoModelForImageTextToText
+
+    from trainer_core.model.lora_targets import linear_layers
+
+    model = AutoModelForImageTextToText.from_pretrained(str(demo.model))
+    matched = [n for n in linear_layers(model) if re.fullmatch(config.values["lora_target_modules"], n)]
+    assert any("vision" in n for n in matched) and any(".text_model." in n for n in matched)
+    with pytest.raises(NotExportable, match="adapter: prompt_tuning: TRL's CLI"):
+        trl_cli_config(preset_of(demo, "demo-text-sft", runs, "adapter=prompt_tuning"), tmp_path / "data")
+    with pytest.raises(NotExportable, match="freeze_"):
+        trl_cli_config(preset_of(demo, "demo-sft", runs, "adapter=none"), tmp_path / "data")

@@ -202,13 +202,32 @@ def _model_values(preset: Preset, precision: str) -> dict[str, Any]:
     return values
 
 
+class NotExportable(UsageError):
+    """A preset option TRL's CLI has no flag for: the export would train something else."""
+
+
 def _lora_values(preset: Preset, model_config: Any, is_vlm: bool, notes: list[str]) -> dict[str, Any]:
     lora = preset.lora
-    if not lora.enabled:
+    kind = preset.adapter_type
+    if kind in ("prompt_tuning", "prefix_tuning"):
+        raise NotExportable(f"adapter: {kind}: TRL's CLI ({preset.task}) has flags for LoRA only (use_peft, "
+                            "lora_*), so the exported config would train something else. Train it with "
+                            "`vlmtune train PRESET --headless`, or export with adapter: lora")
+    if kind == "none":
+        if is_vlm and (preset.freeze_vision_tower or preset.freeze_multi_modal_projector
+                       or preset.freeze_language_model):
+            raise NotExportable("full fine-tuning of a vision-language model with parts frozen (freeze_*): TRL's "
+                                "CLI trains every weight and has no flag to freeze one, so the exported run would "
+                                "differ. Train it with `vlmtune train PRESET --headless`, or set all three "
+                                "freeze_* fields to false to export a run that trains everything")
         return {"use_peft": False}
     values: dict[str, Any] = {"use_peft": True, "lora_r": lora.r, "lora_alpha": lora.alpha,
                               "lora_dropout": lora.dropout,
                               "lora_target_modules": _target_modules(preset, model_config, is_vlm, notes)}
+    if lora.use_dora:
+        values["use_dora"] = True
+    if lora.use_rslora:
+        values["use_rslora"] = True
     if lora.modules_to_save:
         values["lora_modules_to_save"] = list(lora.modules_to_save)
     return values
@@ -218,10 +237,15 @@ def _target_modules(preset: Preset, model_config: Any, is_vlm: bool, notes: list
     targets = preset.lora.target_modules
     if targets == "auto":
         regex, built_as = _auto_targets(preset, model_config, is_vlm)
-        scope = "every linear layer of the language model" if is_vlm and not preset.lora.train_vision_tower \
-            else "every linear layer but the LM head"
-        differs = " (TRL's all-linear would also adapt the vision encoder)" if is_vlm and \
-            not preset.lora.train_vision_tower else ""
+        from trainer_core.model.lora_targets import parts_of
+
+        parts = parts_of(preset)
+        scope = "every linear layer but the LM head" if not is_vlm else \
+            "every linear layer of the " + " and the ".join(
+                name for name, on in (("vision tower", parts.vision), ("connector", parts.connector),
+                                      ("language model", parts.language)) if on)
+        differs = " (TRL's all-linear would adapt every part)" if is_vlm and not (
+            parts.vision and parts.connector and parts.language) else ""
         notes.append(f"lora.target_modules: auto written as the regex vlmtune computes for this architecture: "
                      f"{scope}{differs}")
         trl_class = (getattr(model_config, "architectures", None) or [None])[0]
@@ -255,7 +279,9 @@ def _auto_targets(preset: Preset, model_config: Any, is_vlm: bool) -> tuple[str,
         raise ModelLoadError(f"could not list the layers of {preset.model.name_or_path} to resolve "
                              f"lora.target_modules: auto ({first}); set lora.target_modules to module names "
                              "or a regex instead") from None
-    return auto_target_modules(model, include_vision=preset.lora.train_vision_tower), type(model).__name__
+    from trainer_core.model.lora_targets import parts_of
+
+    return auto_target_modules(model, parts=parts_of(preset)), type(model).__name__
 
 
 def _data_values(dataset_dir: Path, has_eval: bool) -> dict[str, Any]:
