@@ -230,7 +230,7 @@ async def test_run_in_background_then_watch_it(demo, tmp_path, monkeypatch):
         app.query_one("#background").press()
         await wait_for(pilot, lambda: app.screen.__class__.__name__ == "MonitorScreen")
         run_dir, pid = app.background_runs[0]
-        await wait_for(pilot, lambda: app.screen.history.snapshot().status == "completed", timeout=180)
+        await wait_for(pilot, lambda: app.screen.history.snapshot().status == "completed", timeout=420)
         await pilot.pause(0.3)
         assert "completed: final loss" in str(app.screen.query_one("#run-title").content)
     import json

@@ -395,6 +395,20 @@ def _convert_row(row: dict[str, Any], det: Detected, conversational: bool, base_
     if "tools" in m:
         out["tools"] = _tools(row.get(m["tools"]), m["tools"])
 
+    if fmt in ("messages", "text") or det.format.task == "sft":
+        calls = _sft_fields(row, det, reader, sys_turn, history, conversational, out)
+    else:
+        calls = _dpo_fields(row, det, reader, sys_turn, history, conversational, out)
+        if calls is None:  # plain-text implicit preferences: no turns, so no tool calls either
+            return out
+    _check_tools(calls, out, m, conversational, tools_supported)
+    return out
+
+
+def _sft_fields(row: dict[str, Any], det: Detected, reader: Any, sys_turn: list[dict[str, Any]],
+                history: list[dict[str, Any]], conversational: bool, out: dict[str, Any]) -> bool:
+    """SFT's TRL fields into `out`; whether the row calls tools."""
+    m, fmt = det.mapping, det.format.name
     if fmt == "messages":
         turns = reader.turns(row.get(m["messages"]), m["messages"])
         if turns[-1]["role"] != "assistant":
@@ -408,7 +422,7 @@ def _convert_row(row: dict[str, Any], det: Detected, conversational: bool, base_
     elif fmt == "text":
         out["text"] = _text(row.get(m["text"]), m["text"])
         calls = False
-    elif det.format.task == "sft":
+    else:
         raw_prompt, raw_completion = row.get(m["prompt"]), row.get(m["completion"])
         if isinstance(raw_prompt, list) and raw_prompt and isinstance(raw_prompt[0], dict):
             # TRL's conversational prompt/completion: both are lists of turns
@@ -430,51 +444,63 @@ def _convert_row(row: dict[str, Any], det: Detected, conversational: bool, base_
         else:
             # Without a chat template, system and history still reach the model, as text before the prompt.
             out["prompt"], out["completion"] = _plain(prompt_turns), completion_turns[-1]["content"]
-    else:  # dpo
-        if fmt == "messages_rejected":
-            # ms-swift: messages end with the chosen answer; rejected_response replaces it
-            turns = reader.turns(row.get(m["messages"]), m["messages"])
-            if turns[-1]["role"] != "assistant" or len(turns) < 2:
-                raise _RowError(m["messages"], "the last turn must be the chosen answer (the assistant's), after "
-                                               "at least one user turn")
-            prompt_turns, chosen = _lead(turns[:-1], sys_turn, []), turns[-1:]
-            rejected = reader.answer(row.get(m["rejected"]), m["rejected"])
-        elif fmt == "implicit_preference" and isinstance(row.get(m["chosen"]), str) \
-                and isinstance(row.get(m["rejected"]), str):
-            prompt, chosen_text, rejected_text = _implicit_text(_text(row[m["chosen"]], m["chosen"]),
-                                                                _text(row[m["rejected"]], m["rejected"]),
-                                                                m["rejected"])
-            # Plain text stays plain: the prompt is the start of a text, not a user's message.
-            out.update(prompt=prompt, chosen=chosen_text, rejected=rejected_text)
-            return out
-        else:
-            chosen = reader.answer(row.get(m["chosen"]), m["chosen"])
-            rejected = reader.answer(row.get(m["rejected"]), m["rejected"])
-            if "prompt" in m:
-                raw_prompt = row.get(m["prompt"])
-                if isinstance(raw_prompt, list):
-                    prompt_turns = _lead(reader.turns(raw_prompt, m["prompt"]), sys_turn, history)
-                else:
-                    text = _text(raw_prompt, m["prompt"])
-                    if "input" in m and _present(row.get(m["input"])):
-                        text = f"{text}\n{row[m['input']]}"
-                    prompt_turns = [*sys_turn, *history,
-                                    {"role": "user", "content": IMAGE_PLACEHOLDER.sub(" ", text).strip()}]
-            else:  # implicit prompt: the shared opening turns
-                n = 0
-                while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
-                    n += 1
-                if n == 0:
-                    raise _RowError(m["chosen"], "chosen and rejected share no opening turns, so there is no prompt")
-                prompt_turns, chosen, rejected = _lead(chosen[:n], sys_turn, []), chosen[n:], rejected[n:]
-        if chosen == rejected:
-            raise _RowError(m["rejected"], "chosen and rejected are identical: nothing to prefer")
-        calls = _has_tool_turns(prompt_turns, chosen[-1:], rejected[-1:])
-        if conversational:
-            out["prompt"], out["chosen"], out["rejected"] = prompt_turns, chosen[-1:], rejected[-1:]
-        else:
-            out["prompt"] = _plain(prompt_turns)
-            out["chosen"], out["rejected"] = chosen[-1]["content"], rejected[-1]["content"]
+    return calls
+
+
+def _dpo_fields(row: dict[str, Any], det: Detected, reader: Any, sys_turn: list[dict[str, Any]],
+                history: list[dict[str, Any]], conversational: bool, out: dict[str, Any]) -> bool | None:
+    """DPO's TRL fields into `out`; whether the row calls tools (None: plain text, nothing to check)."""
+    m, fmt = det.mapping, det.format.name
+    if fmt == "messages_rejected":
+        # ms-swift: messages end with the chosen answer; rejected_response replaces it
+        turns = reader.turns(row.get(m["messages"]), m["messages"])
+        if turns[-1]["role"] != "assistant" or len(turns) < 2:
+            raise _RowError(m["messages"], "the last turn must be the chosen answer (the assistant's), after "
+                                           "at least one user turn")
+        prompt_turns, chosen = _lead(turns[:-1], sys_turn, []), turns[-1:]
+        rejected = reader.answer(row.get(m["rejected"]), m["rejected"])
+    elif fmt == "implicit_preference" and isinstance(row.get(m["chosen"]), str) \
+            and isinstance(row.get(m["rejected"]), str):
+        prompt, chosen_text, rejected_text = _implicit_text(_text(row[m["chosen"]], m["chosen"]),
+                                                            _text(row[m["rejected"]], m["rejected"]),
+                                                            m["rejected"])
+        # Plain text stays plain: the prompt is the start of a text, not a user's message.
+        out.update(prompt=prompt, chosen=chosen_text, rejected=rejected_text)
+        return None
+    else:
+        chosen = reader.answer(row.get(m["chosen"]), m["chosen"])
+        rejected = reader.answer(row.get(m["rejected"]), m["rejected"])
+        if "prompt" in m:
+            raw_prompt = row.get(m["prompt"])
+            if isinstance(raw_prompt, list):
+                prompt_turns = _lead(reader.turns(raw_prompt, m["prompt"]), sys_turn, history)
+            else:
+                text = _text(raw_prompt, m["prompt"])
+                if "input" in m and _present(row.get(m["input"])):
+                    text = f"{text}\n{row[m['input']]}"
+                prompt_turns = [*sys_turn, *history,
+                                {"role": "user", "content": IMAGE_PLACEHOLDER.sub(" ", text).strip()}]
+        else:  # implicit prompt: the shared opening turns
+            n = 0
+            while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
+                n += 1
+            if n == 0:
+                raise _RowError(m["chosen"], "chosen and rejected share no opening turns, so there is no prompt")
+            prompt_turns, chosen, rejected = _lead(chosen[:n], sys_turn, []), chosen[n:], rejected[n:]
+    if chosen == rejected:
+        raise _RowError(m["rejected"], "chosen and rejected are identical: nothing to prefer")
+    calls = _has_tool_turns(prompt_turns, chosen[-1:], rejected[-1:])
+    if conversational:
+        out["prompt"], out["chosen"], out["rejected"] = prompt_turns, chosen[-1:], rejected[-1:]
+    else:
+        out["prompt"] = _plain(prompt_turns)
+        out["chosen"], out["rejected"] = chosen[-1]["content"], rejected[-1]["content"]
+    return calls
+
+
+def _check_tools(calls: bool, out: dict[str, Any], m: dict[str, str], conversational: bool,
+                 tools_supported: bool | None) -> None:
+    """Rows that call tools train only where a chat template renders them: refused, never flattened away."""
     if calls or out.get("tools"):
         where = m.get("tools") or m.get("messages") or m.get("prompt")
         if not conversational:
@@ -484,7 +510,6 @@ def _convert_row(row: dict[str, Any], det: Detected, conversational: bool, base_
             raise _RowError(where, "the row calls tools, and this model's chat template does not render tools "
                                    "or tool calls (they would vanish from the training text); pick a model whose "
                                    "chat template supports tools, or drop these rows")
-    return out
 
 
 def _count_placeholders(value: Any) -> int:

@@ -362,6 +362,20 @@ def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None, limit: 
     if task != "dpo":
         max_new_tokens = max_new_tokens or _auto_max_new_tokens(model, rows)
 
+    answers, partial, seconds = _answer_all(model, rows, task, batch_size, max_new_tokens, progress, stop)
+    report, samples = _report(rows, task, metric, answers, partial, seconds, batch_size, max_new_tokens,
+                              where=where, adapter=adapter, preset=preset)
+    result = EvalResult(report, samples, partial)
+    if write:
+        result.samples_path = atomic_write_text(root / EVAL_SAMPLES,
+                                                "".join(json.dumps(s, default=str) + "\n" for s in samples))
+        result.eval_json = atomic_write_json(root / EVAL_JSON, report)  # last: its presence means both are whole
+    return result
+
+
+def _answer_all(model: ModelUnderTest, rows: list[_Row], task: str, batch_size: int, max_new_tokens: int | None,
+                progress: Callable[[EvalProgress], None] | None, stop: threading.Event | None):  # noqa: ANN202
+    """Both models' answers (SFT) or log-probabilities (DPO), batch by batch, until done or stopped."""
     start = time.perf_counter()
     base: dict[int, str] = {}
     tuned: dict[int, str] = {}
@@ -387,20 +401,25 @@ def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None, limit: 
                 progress(EvalProgress(len(logp) + len(base), len(rows), time.perf_counter() - start))
     except KeyboardInterrupt:  # keep what is done: a long evaluation cut short still says something
         partial = True
-    seconds = time.perf_counter() - start
-    n = len(logp) + len(base)
-    if n == 0:
+    if not logp and not base:
         raise EvalError("stopped before the first batch was scored: nothing to write")
+    return (logp if task == "dpo" else (base, tuned)), partial, time.perf_counter() - start
 
+
+def _report(rows: list[_Row], task: str, metric: str | None, answers: Any, partial: bool, seconds: float,
+            batch_size: int, max_new_tokens: int | None, *, where: str, adapter: Path,
+            preset: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """eval.json's object and the per-row samples."""
     if task == "dpo":
-        metric, b_scores, t_scores, samples, extra = _dpo_report(rows, logp)
+        n = len(answers)
+        metric, b_scores, t_scores, samples, extra = _dpo_report(rows, answers)
     else:
-        metric, b_scores, t_scores, samples, extra = _sft_report(rows, base, tuned, metric)
+        n = len(answers[0])
+        metric, b_scores, t_scores, samples, extra = _sft_report(rows, *answers, metric)
     b_sum, t_sum = summarize(b_scores), summarize(t_scores)
-    delta = t_sum["score"] - b_sum["score"]
     ci = paired_bootstrap_ci(b_scores, t_scores)
     report = {
-        "n": n, "metric": metric, "base": b_sum, "tuned": t_sum, "delta": round(delta, 6),
+        "n": n, "metric": metric, "base": b_sum, "tuned": t_sum, "delta": round(t_sum["score"] - b_sum["score"], 6),
         "ci": [round(x, 6) for x in ci] if ci else None,
         **extra,
         "task": task, "partial": partial, "rows_available": len(rows),
@@ -409,9 +428,4 @@ def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None, limit: 
         "batch_size": batch_size, "seconds": round(seconds, 3),
         "rows_per_second": round(n / seconds, 3) if seconds > 0 else None, "finished": time.time(),
     }
-    result = EvalResult(report, samples, partial)
-    if write:
-        result.samples_path = atomic_write_text(root / EVAL_SAMPLES,
-                                                "".join(json.dumps(s, default=str) + "\n" for s in samples))
-        result.eval_json = atomic_write_json(root / EVAL_JSON, report)  # last: its presence means both are whole
-    return result
+    return report, samples

@@ -613,28 +613,21 @@ class _Run:
             self.lock.release()
 
 
-def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: StopSignal, ctx: _RunContext,
-                   resume_ckpt: Path | None, callbacks: list[Any]):
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    from trainer_core.config.library_args import check_for_model, lora_config, trainer_args
+def _load_inputs(preset: Preset, events: EventStream, ctx: _RunContext) -> tuple[Any, bool, Any, Any, Any]:
+    """Config, processor and data: the cheap checks, so bad input fails before any weights load."""
+    from trainer_core.config.library_args import check_for_model
     from trainer_core.data.prepare import prepare_dataset
-    from trainer_core.model.freeze import freeze_parts
+    from trainer_core.data.to_trl import template_supports_tools
     from trainer_core.model.loading import (
         apply_image_max_pixels,
         is_vision_config,
         load_config,
-        load_model,
         load_processing_class,
-        resolve_precision,
     )
-    from trainer_core.model.lora_targets import auto_target_modules, parts_of
 
     m = preset.model
-    # Cheap checks first (config, tokenizer, data), so bad input fails before any weights load.
     config = load_config(m.name_or_path, trust_remote_code=m.trust_remote_code, revision=m.revision)
     is_vlm = is_vision_config(config)
-    precision = resolve_precision(preset.precision, preset.quantization)
     processing_class, tokenizer = load_processing_class(
         m.name_or_path, is_vlm, trust_remote_code=m.trust_remote_code, revision=m.revision)
     check_chat_template(processing_class if is_vlm else tokenizer, is_vlm)  # a runaway template fails here, fast
@@ -642,8 +635,6 @@ def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: S
     note = apply_image_max_pixels(processing_class, config, preset.data.image_max_pixels) if is_vlm else None
     if note:  # a fixed-resolution model: the option does nothing, and the user should know
         events.emit(LogMessage(level="warning", message=note))
-    from trainer_core.data.to_trl import template_supports_tools
-
     templated = bool(getattr(tokenizer, "chat_template", None))
     data = prepare_dataset(preset.data, preset.task, conversational=templated, is_vlm=is_vlm,
                            seed=preset.training.seed,
@@ -653,6 +644,35 @@ def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: S
     if data.skipped:
         events.emit(LogMessage(level="warning", message=f"skipped {len(data.skipped)} invalid rows "
                                                          f"(data.skip_invalid): first: {data.skipped[0]}"))
+    return config, is_vlm, processing_class, tokenizer, data
+
+
+def _adapter_for(preset: Preset, model: Any) -> Any:
+    """The PEFT config to wrap `model` with, or None for full fine-tuning (then only the unfrozen parts train)."""
+    from trainer_core.config.library_args import lora_config
+    from trainer_core.model.freeze import freeze_parts
+    from trainer_core.model.lora_targets import auto_target_modules, parts_of
+
+    parts = parts_of(preset)  # freeze_*: LoRA's auto targets, or what full fine-tuning trains
+    if not preset.lora.enabled:
+        freeze_parts(model, parts)
+        return None
+    targets = preset.lora.target_modules
+    if targets == "auto":
+        targets = auto_target_modules(model, parts=parts)
+    return lora_config(preset, targets)
+
+
+def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: StopSignal, ctx: _RunContext,
+                   resume_ckpt: Path | None, callbacks: list[Any]):
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from trainer_core.config.library_args import trainer_args
+    from trainer_core.model.loading import load_model, resolve_precision
+
+    m = preset.model
+    precision = resolve_precision(preset.precision, preset.quantization)
+    config, is_vlm, processing_class, tokenizer, data = _load_inputs(preset, events, ctx)
     from trainer_core.model.loading import cuda_available
 
     ctx.processing_class, ctx.is_vlm = processing_class, is_vlm
@@ -689,13 +709,4 @@ def _build_trainer(preset: Preset, paths: RunPaths, events: EventStream, stop: S
                         trust_remote_code=m.trust_remote_code, revision=m.revision,
                         attn_implementation=m.attn_implementation, config=config,
                         processing=(processing_class, tokenizer))
-    peft_config = None
-    parts = parts_of(preset)  # freeze_*: LoRA's auto targets, or what full fine-tuning trains
-    if preset.lora.enabled:
-        targets = preset.lora.target_modules
-        if targets == "auto":
-            targets = auto_target_modules(loaded.model, parts=parts)
-        peft_config = lora_config(preset, targets)
-    else:
-        freeze_parts(loaded.model, parts)
-    return make(preset, loaded.model, peft_config), resume_ckpt, loaded, make
+    return make(preset, loaded.model, _adapter_for(preset, loaded.model)), resume_ckpt, loaded, make
