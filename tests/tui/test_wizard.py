@@ -3,6 +3,7 @@ the saved preset, training starting, the error paths that block "next", and a fi
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -227,10 +228,21 @@ async def test_run_in_background_then_watch_it(demo, tmp_path, monkeypatch):
         await walk_to_review(pilot, app)
         app.query_one("#name").value = "bg-run"
         await pilot.pause(0.1)
+        area = app.query_one("#yaml")  # a short run, set as a user would in the YAML
+        area.text = area.text.replace("max_steps: 40", "max_steps: 6")
+        await pilot.pause(0.2)
+        assert app.state.get("training.max_steps") == 6
         app.query_one("#background").press()
         await wait_for(pilot, lambda: app.screen.__class__.__name__ == "MonitorScreen")
         run_dir, pid = app.background_runs[0]
-        await wait_for(pilot, lambda: app.screen.history.snapshot().status == "completed", timeout=420)
+        try:
+            await wait_for(pilot, lambda: app.screen.history.snapshot().status == "completed", timeout=420)
+        finally:  # a detached run outlives a failed test: it must not go on using the cores of the next ones
+            import os
+            import signal
+
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         await pilot.pause(0.3)
         assert "completed: final loss" in str(app.screen.query_one("#run-title").content)
     import json
