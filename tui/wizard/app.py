@@ -260,13 +260,16 @@ class VlmtuneApp(App):
             self.training = False
 
     def _drain_progress(self) -> None:
-        if not self._latest:
-            return
-        d, self._latest = self._latest, {}
-        review = self.step("review")
-        self._progress = {**getattr(self, "_progress", {}), **d}
+        if self._latest:
+            d, self._latest = self._latest, {}
+            self._progress = {**getattr(self, "_progress", {}), **d}
+            self._progress_shown = False
+        if getattr(self, "_progress_shown", True) or self.screen is not self.screen_stack[0]:
+            return  # nothing new, or the monitor is in front: the Review step's bar is drawn when it is seen
+        self._progress_shown = True
         p = self._progress
-        review.show_progress(p.get("step", 0), p.get("total", 1), p.get("loss"), p.get("status", "training"))
+        self.step("review").show_progress(p.get("step", 0), p.get("total", 1), p.get("loss"),
+                                          p.get("status", "training"))
 
     async def action_quit(self) -> None:
         if self.training:
