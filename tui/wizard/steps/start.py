@@ -42,7 +42,7 @@ class StartStep(Step):
         lst.clear_options()
         for p in presets:
             # one line each, the path cut short: a list that fits 80 columns shows more presets
-            lst.add_option(Option(Text.assemble(p.stem, (f" · {_short(p, max(16, 52 - len(p.stem)))}", "dim")), id=str(p)))
+            lst.add_option(Option(Text.assemble(p.stem, (f" · {_short(p, max(16, 48 - len(p.stem)))}", "dim")), id=str(p)))
         if not presets:
             lst.add_option(Option("[dim]no presets yet: `vlmtune demo` makes some[/]", disabled=True))
         runs = find_runs(*app.run_folders)  # type: ignore[attr-defined]
