@@ -73,6 +73,13 @@ def _text_only(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k != "images"} for r in rows]
 
 
+def _batch_schema(rows: list[dict[str, Any]]):  # noqa: ANN202
+    """The Arrow schema of one converted batch (images left out: their feature is set apart)."""
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(_text_only(rows)).schema
+
+
 def _output_features(raw: RawData, detected: Any, options: dict[str, Any]):  # noqa: ANN202
     """The converted set's features, from the first rows that convert (None when no row does): every batch
     is written with the same Arrow types."""
@@ -81,7 +88,7 @@ def _output_features(raw: RawData, detected: Any, options: dict[str, Any]):  # n
     for _start, rows, lines in raw.iter_batches():
         out = convert_rows(rows, detected, line_numbers=lines, check_images=False, **options)
         if out.rows:
-            return _with_bookkeeping(datasets.Dataset.from_list(_text_only(out.rows)).features, detected)
+            return _with_bookkeeping(datasets.Features.from_arrow_schema(_batch_schema(out.rows)), detected)
     return None
 
 
@@ -95,7 +102,7 @@ def _unified_features(raw: RawData, detected: Any, options: dict[str, Any]):  # 
     for _start, rows, lines in raw.iter_batches():
         out = convert_rows(rows, detected, line_numbers=lines, check_images=False, **options)
         if out.rows:
-            batch = pa.Table.from_pylist(_text_only(out.rows)).schema
+            batch = _batch_schema(out.rows)
             schema = batch if schema is None else pa.unify_schemas([schema, batch], promote_options="permissive")
     return _with_bookkeeping(datasets.Features.from_arrow_schema(schema), detected)
 
